@@ -1,0 +1,193 @@
+"""Link inference: kernel against brute force, assignment invariants, and end-to-end behaviour."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tracer.link import LinkInference, _q_values, assign, candidate_pairs, infer_links
+
+DAY = 86400
+
+
+def frame(rows: list[tuple[str, int, int]]) -> pd.DataFrame:
+    """Canonical transactions from (client_id, amount_cents, seconds)."""
+    df = pd.DataFrame(rows, columns=["client_id", "amount_cents", "seconds"])
+    df["timestamp"] = (pd.Timestamp("2024-01-01") + pd.to_timedelta(df.pop("seconds"), unit="s")).astype("datetime64[s]")
+    df["client_id"] = df["client_id"].astype(str).astype("category")
+    df["row_id"] = np.arange(len(df), dtype=np.int64)
+    return df
+
+
+def background(rng: np.random.Generator, n_accounts: int = 300, n_rows: int = 20_000, days: int = 365) -> list[tuple[str, int, int]]:
+    """Ordinary activity: independent deposits and withdrawals, a third of them round amounts."""
+    acc = rng.integers(0, n_accounts, n_rows)
+    amt = np.round(rng.lognormal(4.5, 1.2, n_rows) * 100).astype(np.int64) + 1
+    round_ = rng.random(n_rows) < 0.3
+    amt[round_] = rng.integers(1, 25, round_.sum()) * 2000
+    sign = np.where(rng.random(n_rows) < 0.5, -1, 1)
+    t = rng.integers(0, days * DAY, n_rows)
+    return [(f"n{a}", int(s * x), int(tt)) for a, s, x, tt in zip(acc, sign, amt, t)]
+
+
+def weekly_flow(rng, source: str, target: str, weeks: int, amount_fn, lag_fn, start: int = 0):
+    rows = []
+    for wk in range(weeks):
+        t = start + wk * 7 * DAY + int(rng.integers(0, DAY))
+        amount = int(amount_fn())
+        rows += [(source, -amount, t), (target, amount, t + int(lag_fn()))]
+    return rows
+
+
+# --- the kernel --------------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 200)), min_size=0, max_size=40),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 200)), min_size=0, max_size=40),
+    st.integers(0, 50),
+)
+def test_candidate_pairs_equals_brute_force(withdrawals, deposits, window):
+    wk = np.array([k for k, _ in withdrawals], dtype=np.int64)
+    wt = np.array([t for _, t in withdrawals], dtype=np.int64)
+    dk = np.array([k for k, _ in deposits], dtype=np.int64)
+    dt = np.array([t for _, t in deposits], dtype=np.int64)
+    q, d = candidate_pairs(wk, wt, dk, dt, window, cap=10**6)
+    got = sorted(zip(q.tolist(), d.tolist()))
+    want = sorted(
+        (i, j) for i in range(len(wk)) for j in range(len(dk)) if wk[i] == dk[j] and 0 <= dt[j] - wt[i] <= window
+    )
+    assert got == want
+
+
+def test_candidate_pairs_cap_keeps_earliest():
+    q, d = candidate_pairs(np.array([1]), np.array([0]), np.array([1, 1, 1, 1]), np.array([9, 3, 5, 7]), 10, cap=2)
+    assert sorted(d.tolist()) == [1, 2]  # the deposits at times 3 and 5
+
+
+# --- assignment --------------------------------------------------------------------------------
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_assign_uses_each_row_once_and_is_maximal(data):
+    n = data.draw(st.integers(1, 30))
+    w = np.array(data.draw(st.lists(st.integers(0, 6), min_size=n, max_size=n)), dtype=np.int64)
+    d1 = np.array(data.draw(st.lists(st.integers(0, 6), min_size=n, max_size=n)), dtype=np.int64)
+    d2 = np.array(data.draw(st.lists(st.integers(-1, 6), min_size=n, max_size=n)), dtype=np.int64)
+    d2 = np.where(d2 == d1, -1, d2)
+    ev = np.array(data.draw(st.lists(st.floats(0, 100, allow_nan=False), min_size=n, max_size=n)))
+    w_members = np.stack([w, np.full(n, -1), np.full(n, -1)], axis=1)
+    d_members = np.stack([d1, d2, np.full(n, -1)], axis=1)
+    chosen = assign(w_members, d_members, ev)
+    used_w = w[chosen].tolist()
+    used_d = [x for x in d_members[chosen].ravel().tolist() if x >= 0]
+    assert len(used_w) == len(set(used_w))
+    assert len(used_d) == len(set(used_d))
+    # maximal: every rejected candidate conflicts with an accepted one
+    for i in set(range(n)) - set(chosen.tolist()):
+        parts = {x for x in d_members[i].tolist() if x >= 0}
+        assert w[i] in used_w or parts & set(used_d)
+    # the strongest candidate always wins
+    assert int(np.argmax(ev)) in chosen.tolist() or ev[chosen].max() == ev.max()
+
+
+def test_q_values_are_monotone_and_count_decoys():
+    target = np.array([10.0, 9.0, 8.0, 1.0, 0.5])
+    decoy = np.array([8.5, 0.7, 0.1])
+    q = _q_values(target, decoy)
+    assert q[0] == 0 and q[1] == 0  # no decoy at or above 9
+    # FDR(8) = 1 decoy / 3 targets, but the q-value takes the best threshold below: FDR(1) = 1/4
+    assert q[2] == pytest.approx(1 / 4)
+    assert q[4] == pytest.approx(2 / 5)  # the lowest score: only its own threshold
+    assert np.all(np.diff(q[np.argsort(-target)]) >= 0)
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+def test_repeated_flow_found_and_coincidences_rejected():
+    rng = np.random.default_rng(7)
+    rows = background(rng)
+    rows += weekly_flow(rng, "L1", "MID", 40, lambda: rng.integers(30_000, 150_000), lambda: rng.integers(300, 40 * 3600))
+    rows += weekly_flow(rng, "L2", "MID", 40, lambda: rng.integers(30_000, 150_000), lambda: rng.integers(300, 40 * 3600))
+    result = infer_links(frame(rows))
+    found = set(zip(result.links.source, result.links.target))
+    assert {("L1", "MID"), ("L2", "MID")} <= found
+    false_links = {p for p in found if not p[0].startswith("L")}
+    assert len(false_links) <= 0.05 * len(found) + 1
+
+
+def test_no_flows_means_almost_no_links():
+    """Pure coincidences: the decoy calibration must keep (nearly) everything out."""
+    for seed in range(3):
+        result = infer_links(frame(background(np.random.default_rng(seed))))
+        assert len(result.links) <= 2, result.links
+
+
+def test_single_common_amount_match_is_not_a_link():
+    rng = np.random.default_rng(3)
+    rows = background(rng) + [("A", -20_000, 10 * DAY), ("B", 20_000, 10 * DAY + 3600)]
+    links = infer_links(frame(rows)).links
+    found = set(zip(links.source, links.target))
+    assert ("A", "B") not in found
+
+
+def test_split_cut_and_merge_transfers_are_matched():
+    rng = np.random.default_rng(11)
+    rows = background(rng, n_rows=8_000)
+    for wk in range(30):
+        t = wk * 7 * DAY + 5000
+        a = int(rng.integers(40_000, 90_000))
+        part = int(rng.integers(10_000, a - 10_000))
+        rows += [("S", -a, t), ("T", part, t + 3600), ("T", a - part, t + 5 * 3600)]  # split
+        c = int(rng.integers(40_000, 90_000))
+        rows += [("C", -c, t + DAY), ("K", int(c * 0.9), t + DAY + 7200)]  # cut kept
+        m1, m2 = int(rng.integers(20_000, 50_000)), int(rng.integers(20_000, 50_000))
+        rows += [("M", -m1, t + 2 * DAY), ("M", -m2, t + 2 * DAY + 600), ("N", m1 + m2, t + 2 * DAY + 4000)]  # merge
+    result = infer_links(frame(rows))
+    kinds = result.transfers.groupby(["source", "target"], observed=True)["kind"].agg(lambda k: k.value_counts().idxmax())
+    assert kinds[("S", "T")] == "split"
+    assert kinds[("C", "K")] == "cut"
+    assert kinds[("M", "N")] == "merge"
+    found = set(zip(result.links.source, result.links.target))
+    assert {("S", "T"), ("C", "K"), ("M", "N")} <= found
+
+
+def test_transfers_trace_back_to_input_rows_and_use_each_row_once():
+    rng = np.random.default_rng(5)
+    rows = background(rng, n_rows=6_000)
+    rows += weekly_flow(rng, "X", "Y", 30, lambda: rng.integers(10_000, 90_000), lambda: rng.integers(60, 20 * 3600))
+    tx = frame(rows)
+    result = infer_links(tx)
+    by_row = tx.set_index("row_id")
+    used: list[int] = []
+    for tr in result.transfers.itertuples():
+        w_rows = [int(r) for r in tr.withdrawal_rows.split()]
+        d_rows = [int(r) for r in tr.deposit_rows.split()]
+        used += w_rows + d_rows
+        assert (by_row.loc[w_rows, "client_id"].astype(str) == tr.source).all()
+        assert (by_row.loc[d_rows, "client_id"].astype(str) == tr.target).all()
+        assert -by_row.loc[w_rows, "amount_cents"].sum() == round(tr.amount_out * 100)
+        assert by_row.loc[d_rows, "amount_cents"].sum() == round(tr.amount_in * 100)
+        assert (by_row.loc[d_rows, "timestamp"].max() - by_row.loc[w_rows, "timestamp"].min()).total_seconds() <= 72 * 3600
+    assert len(used) == len(set(used))
+
+
+def test_estimator_follows_sklearn_conventions():
+    rng = np.random.default_rng(2)
+    est = LinkInference(window_hours=48)
+    assert est.fit(frame(background(rng, n_rows=3_000))) is est
+    assert hasattr(est, "links_") and hasattr(est, "transfers_")
+    assert est.options.window_hours == 48
+
+
+def test_expected_null_extrapolates_beyond_the_largest_decoy():
+    from tracer.link import expected_null_above
+
+    decoy = np.random.default_rng(0).exponential(1.0, 10_000)
+    above_max = expected_null_above(np.array([decoy.max() + 0.5]), decoy)
+    assert 0 < above_max[0] < 1  # not zero: a target just above the last decoy is not certain
+    # in the tail the fit tracks the true exponential tail within sampling error
+    s = np.array([5.0, 7.0])
+    assert np.allclose(expected_null_above(s, decoy), 10_000 * np.exp(-s), rtol=0.35)

@@ -1,0 +1,540 @@
+"""Link inference: reconstruct who paid whom from withdrawals and later deposits.
+
+The records carry no counterparty, so a transfer is inferred when a withdrawal of X from account
+``a`` is followed, within ``window``, by a deposit of about X into another account ``b``.
+The engine is a pure function of arrays, stage by stage:
+
+1. candidates: sort-and-search over (amount key, time) finds every deposit (or 2-3 deposits of one
+   account: a *split*) matching a withdrawal (or 2-3 withdrawals of one account: a *merge*);
+2. evidence: each candidate gets the probability that account ``b`` would receive such an amount
+   that soon by coincidence, estimated from how common the amount is in the data;
+3. assignment: each withdrawal and deposit row is used at most once (iterative mutual best);
+4. links: transfers are aggregated per account pair into a score (repetition is strong evidence);
+5. calibration: the same pipeline runs on mirrored time (deposits *before* withdrawals: a null that
+   cannot contain real flows) and q-values are the decoy/target ratio above each score.
+
+``docs/method.md`` explains the formulas. Everything is vectorized numpy; the candidate kernel works
+on any amount/time slice, so a distributed engine can run it partition by partition.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import gammaln
+
+from tracer._io import atomic_write
+
+KINDS = ("exact", "cut", "split", "merge")
+_TIME_BITS = 30  # composite sort key: key << 30 | seconds since start (34 years of range)
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """Parameters of link inference (all documented in docs/method.md)."""
+
+    window_hours: float = 72.0
+    """Longest lag between a withdrawal and the deposit it becomes."""
+    cut_tolerance: float = 0.15
+    """A deposit may be this fraction smaller than the withdrawal (fees, a kept cut, cash relay)."""
+    splits: bool = True
+    """Match one withdrawal to 2-3 deposits of one account summing to it exactly."""
+    merges: bool = True
+    """Match 2-3 withdrawals of one account to one deposit equal to their sum."""
+    combo_span_hours: float = 24.0
+    """The parts of a split or merge happen within this span."""
+    combo_neighbours: int = 3
+    """Parts of a split/merge are taken among this many consecutive rows of the account."""
+    max_candidates: int = 40
+    """Per withdrawal and kind, keep the earliest this many matching deposits."""
+    min_lag_seconds: float = 60.0
+    """Lags shorter than this count as this long (bank timestamps are coarse)."""
+    max_q: float = 0.05
+    """Links with a q-value above this are dropped from ``links`` (all remain in ``all_links``)."""
+
+
+@dataclass
+class _Rows:
+    """One side (withdrawals or deposits), possibly virtual (sums of 2-3 rows of one account)."""
+
+    account: np.ndarray  # int32 account code
+    amount: np.ndarray  # int64 cents, positive
+    t_first: np.ndarray  # int64 seconds, earliest part
+    t_last: np.ndarray  # int64 seconds, latest part
+    members: np.ndarray  # (n, 3) int64 row positions into the side's base rows, -1 padded
+
+    def __len__(self) -> int:
+        return len(self.amount)
+
+
+def _base_rows(account: np.ndarray, amount: np.ndarray, t: np.ndarray) -> _Rows:
+    n = len(amount)
+    members = np.full((n, 3), -1, dtype=np.int64)
+    members[:, 0] = np.arange(n)
+    return _Rows(account, amount, t, t, members)
+
+
+def _combos(base: _Rows, span: int, neighbours: int) -> _Rows:
+    """All sums of 2 or 3 rows of the same account within ``span`` seconds (virtual rows).
+
+    Rows are taken among ``neighbours`` consecutive rows of the account in time order, so the
+    number of virtual rows is at most a small multiple of the base rows.
+    """
+    order = np.lexsort((base.t_first, base.account))
+    acc, amt, t = base.account[order], base.amount[order], base.t_first[order]
+    n = len(order)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for k1 in range(1, neighbours + 1):
+        i = np.arange(n - k1)
+        j = i + k1
+        ok = (acc[i] == acc[j]) & (t[j] - t[i] <= span)
+        i, j = i[ok], j[ok]
+        parts.append((i, j, np.full_like(i, -1)))
+        for k2 in range(k1 + 1, neighbours + 1):
+            sel = i + k2 < n
+            i3, j3 = i[sel], j[sel]
+            l3 = i3 + k2
+            ok3 = (acc[i3] == acc[l3]) & (t[l3] - t[i3] <= span)
+            parts.append((i3[ok3], j3[ok3], l3[ok3]))
+    i = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    j = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    l = np.concatenate([p[2] for p in parts]).astype(np.int64)
+    three = l >= 0
+    l_safe = np.where(three, l, i)
+    amount = amt[i] + amt[j] + np.where(three, amt[l_safe], 0)
+    t_last = np.where(three, t[l_safe], t[j])
+    members = np.stack([order[i], order[j], np.where(three, order[l_safe], -1)], axis=1)
+    return _Rows(acc[i], amount, t[i], t_last, members)
+
+
+def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For query ranges [lo, hi) return (query index, position) for every position in them."""
+    counts = np.maximum(hi - lo, 0)
+    query = np.repeat(np.arange(len(lo), dtype=np.int64), counts)
+    starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return query, starts + np.arange(counts.sum(), dtype=np.int64)
+
+
+def candidate_pairs(
+    w_key: np.ndarray,
+    w_time: np.ndarray,
+    d_key: np.ndarray,
+    d_time: np.ndarray,
+    window: int,
+    cap: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j) with d_key[j] == w_key[i] and 0 <= d_time[j] - w_time[i] <= window.
+
+    The kernel of link inference: deposits are sorted once by (key, time) and each withdrawal's
+    range is found by binary search, so the cost is O((n + pairs) log n). At most ``cap`` pairs
+    per withdrawal are kept, the earliest deposits first. Times must be non-negative and below
+    2**30 seconds; keys non-negative. Any amount/time slice of the data can be passed on its own
+    (with the window as overlap), which is how the work splits across partitions.
+    """
+    d_comp = (d_key.astype(np.int64) << _TIME_BITS) | d_time
+    order = np.argsort(d_comp, kind="stable")
+    d_sorted = d_comp[order]
+    w_comp = (w_key.astype(np.int64) << _TIME_BITS) | w_time
+    lo = np.searchsorted(d_sorted, w_comp, side="left")
+    hi = np.searchsorted(d_sorted, w_comp + window, side="right")
+    hi = np.minimum(hi, lo + cap)
+    query, pos = _expand(lo, hi)
+    return query, order[pos]
+
+
+def _count_in(sorted_values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """How many of ``sorted_values`` lie in [lo, hi]."""
+    return np.searchsorted(sorted_values, hi, side="right") - np.searchsorted(sorted_values, lo, side="left")
+
+
+@dataclass
+class _Candidates:
+    w: np.ndarray  # index into the withdrawal side used (base or virtual)
+    d: np.ndarray  # index into the deposit side used
+    kind: np.ndarray  # int8 index into KINDS
+    w_members: np.ndarray  # (n, 3) base withdrawal positions
+    d_members: np.ndarray  # (n, 3) base deposit positions
+    source: np.ndarray
+    target: np.ndarray
+    amount_out: np.ndarray
+    amount_in: np.ndarray
+    lag: np.ndarray  # seconds, from first withdrawn part to last deposited part
+    rate: np.ndarray  # population rate (per second) of deposits matching this candidate's amount
+
+
+def _cut_bins(amount: np.ndarray, tol: float) -> np.ndarray:
+    """Log-scale amount bins one tolerance wide: [x(1-tol), x) spans at most two bins."""
+    return np.floor(np.log(amount.astype(np.float64)) / -np.log1p(-tol)).astype(np.int64)
+
+
+class _Engine:
+    """One run of candidate search + evidence + assignment on one time orientation."""
+
+    def __init__(self, opts: LinkOptions, account_share: np.ndarray, n_withdrawals: np.ndarray, span_seconds: float):
+        self.opts = opts
+        self.window = int(round(opts.window_hours * 3600))
+        self.share = account_share
+        self.n_withdrawals = n_withdrawals
+        self.span = max(span_seconds, 1.0)
+
+    def candidates(self, W: _Rows, D: _Rows) -> _Candidates:
+        o = self.opts
+        out: list[_Candidates] = []
+        d_sorted_amounts = np.sort(D.amount)
+        # exact: key = amount itself (dense-ranked so the composite key cannot overflow)
+        uniq = np.unique(D.amount)
+        w_rank = np.searchsorted(uniq, W.amount)
+        present = (w_rank < len(uniq)) & (uniq[np.minimum(w_rank, len(uniq) - 1)] == W.amount)
+        wi = np.flatnonzero(present)
+        q, dj = candidate_pairs(w_rank[wi], W.t_first[wi], np.searchsorted(uniq, D.amount), D.t_first, self.window, o.max_candidates)
+        exact_rate = _count_in(d_sorted_amounts, W.amount, W.amount) / self.span
+        out.append(self._make(W, D, wi[q], dj, 0, exact_rate[wi[q]]))
+        if o.cut_tolerance > 0:
+            out.append(self._cut(W, D, d_sorted_amounts))
+        if o.splits:
+            V = _combos(D, int(o.combo_span_hours * 3600), o.combo_neighbours)
+            if len(V):
+                out.append(self._exact_virtual(W, V, kind=2, rate_source=np.sort(V.amount), rate_factor=1.0))
+        if o.merges:
+            V = _combos(W, int(o.combo_span_hours * 3600), o.combo_neighbours)
+            if len(V):
+                per_row = len(V) / max(len(W), 1)
+                out.append(self._exact_virtual(V, D, kind=3, rate_source=d_sorted_amounts, rate_factor=per_row, virtual_w=True))
+        return _concat(out)
+
+    def _exact_virtual(self, W: _Rows, D: _Rows, kind: int, rate_source: np.ndarray, rate_factor: float, virtual_w: bool = False) -> _Candidates:
+        uniq = np.unique(D.amount)
+        w_rank = np.searchsorted(uniq, W.amount)
+        present = (w_rank < len(uniq)) & (uniq[np.minimum(w_rank, len(uniq) - 1)] == W.amount)
+        wi = np.flatnonzero(present)
+        # a merge is searched from its last withdrawn part, a split from its withdrawal
+        w_time = W.t_last[wi] if virtual_w else W.t_first[wi]
+        q, dj = candidate_pairs(w_rank[wi], w_time, np.searchsorted(uniq, D.amount), D.t_first, self.window, self.opts.max_candidates)
+        wi = wi[q]
+        rate = _count_in(rate_source, W.amount[wi], W.amount[wi]) * rate_factor / self.span
+        return self._make(W, D, wi, dj, kind, rate)
+
+    def _cut(self, W: _Rows, D: _Rows, d_sorted_amounts: np.ndarray) -> _Candidates:
+        tol = self.opts.cut_tolerance
+        d_bin = _cut_bins(D.amount, tol)
+        w_bin = _cut_bins(W.amount, tol)
+        base = min(d_bin.min(initial=0), w_bin.min(initial=0)) - 2
+        parts_w, parts_d = [], []
+        for shift in (0, 1, 2):
+            q, dj = candidate_pairs(w_bin - shift - base, W.t_first, d_bin - base, D.t_first, self.window, 4 * self.opts.max_candidates)
+            parts_w.append(q)
+            parts_d.append(dj)
+        wi, dj = np.concatenate(parts_w), np.concatenate(parts_d)
+        low = np.ceil(W.amount[wi] * (1 - tol)).astype(np.int64)
+        ok = (D.amount[dj] < W.amount[wi]) & (D.amount[dj] >= low)
+        wi, dj = wi[ok], dj[ok]
+        # keep the earliest max_candidates per withdrawal
+        order = np.lexsort((D.t_first[dj], wi))
+        wi, dj = wi[order], dj[order]
+        rank = np.arange(len(wi)) - np.searchsorted(wi, wi, side="left")
+        keep = rank < self.opts.max_candidates
+        wi, dj = wi[keep], dj[keep]
+        low = np.ceil(W.amount[wi] * (1 - tol)).astype(np.int64)
+        rate = _count_in(d_sorted_amounts, low, W.amount[wi] - 1) / self.span
+        return self._make(W, D, wi, dj, 1, rate)
+
+    def _make(self, W: _Rows, D: _Rows, wi: np.ndarray, dj: np.ndarray, kind: int, rate: np.ndarray) -> _Candidates:
+        lag = D.t_last[dj] - W.t_first[wi]
+        ok = (W.account[wi] != D.account[dj]) & (lag <= self.window)
+        wi, dj, rate, lag = wi[ok], dj[ok], rate[ok], lag[ok]
+        return _Candidates(
+            w=wi, d=dj, kind=np.full(len(wi), kind, dtype=np.int8),
+            w_members=W.members[wi], d_members=D.members[dj],
+            source=W.account[wi], target=D.account[dj],
+            amount_out=W.amount[wi], amount_in=D.amount[dj], lag=lag, rate=rate,
+        )
+
+    def evidence(self, c: _Candidates) -> np.ndarray:
+        """-log P(b receives such an amount within this lag by coincidence), in nats.
+
+        Coincidental deposits of the amount arrive at rate ``rate`` in the whole population and a
+        share ``share[b]`` of them land in account b, so within lag L the chance of one is
+        1 - exp(-share * rate * L).
+        """
+        lag = np.maximum(c.lag, self.opts.min_lag_seconds)
+        mu = self.share[c.target] * np.maximum(c.rate, 1.0 / self.span) * lag
+        return -np.log(-np.expm1(-mu))
+
+    def pair_scores(self, pair: np.ndarray, source: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray) -> pd.DataFrame:
+        """Per pair: summed evidence of its distinct withdrawals minus log C(N_a, n)."""
+        pair_code, pair_values = pd.factorize(pair)
+        key = (pair_code.astype(np.int64) << 32) | withdrawal
+        best = pd.DataFrame({"key": key, "e": evidence}).groupby("key", sort=False)["e"].max()
+        best_pair = best.index.to_numpy() >> 32
+        per_pair = pd.DataFrame({
+            "e": np.bincount(best_pair, weights=best.to_numpy(), minlength=len(pair_values)),
+            "n": np.bincount(best_pair, minlength=len(pair_values)),
+            "a": (pair_values // len(self.share)).astype(np.int64),
+        }, index=pd.Index(pair_values, name="pair"))
+        n_a = self.n_withdrawals[per_pair["a"].to_numpy()].astype(np.float64)
+        n = per_pair["n"].to_numpy().astype(np.float64)
+        log_choose = gammaln(n_a + 1) - gammaln(n + 1) - gammaln(np.maximum(n_a - n, 0) + 1)
+        per_pair["score"] = per_pair["e"].to_numpy() - log_choose
+        return per_pair
+
+
+def _concat(parts: list[_Candidates]) -> _Candidates:
+    return _Candidates(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in _Candidates.__dataclass_fields__})
+
+
+def _take(c: _Candidates, idx: np.ndarray) -> _Candidates:
+    return _Candidates(**{f: getattr(c, f)[idx] for f in _Candidates.__dataclass_fields__})
+
+
+def assign(w_members: np.ndarray, d_members: np.ndarray, evidence: np.ndarray, max_rounds: int = 100) -> np.ndarray:
+    """Choose candidates so that no withdrawal or deposit row is used twice.
+
+    Iterative mutual best: in each round a candidate is accepted when it is the strongest
+    remaining candidate of every row it uses; rows used by accepted candidates retire all their
+    other candidates. The globally strongest candidate is always accepted, so every round makes
+    progress. Returns the indices of the accepted candidates.
+    """
+    n = len(evidence)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    # one entry per (candidate, row used): withdrawal rows as 2r, deposit rows as 2r + 1
+    members = np.concatenate([w_members * 2, np.where(d_members >= 0, d_members * 2 + 1, -1)], axis=1)
+    cand = np.repeat(np.arange(n, dtype=np.int64), members.shape[1])
+    member = members.ravel()
+    keep = member >= 0
+    cand, member = cand[keep], member[keep]
+    n_members = np.bincount(cand, minlength=n)
+    # one int64 sort key: row, then strongest candidate first (ties: lower candidate index)
+    strength_rank = np.empty(n, dtype=np.int64)
+    strength_rank[np.argsort(-evidence, kind="stable")] = np.arange(n)
+    order = np.argsort((member << 32) | strength_rank[cand])
+    cand, member = cand[order], member[order]
+    alive = np.ones(n, dtype=bool)
+    accepted: list[np.ndarray] = []
+    for _ in range(max_rounds):
+        live = alive[cand]
+        if not live.any():
+            break
+        cand, member = cand[live], member[live]
+        first = np.ones(len(member), dtype=bool)
+        first[1:] = member[1:] != member[:-1]
+        wins = np.bincount(cand[first], minlength=n)
+        chosen = np.flatnonzero((wins == n_members) & alive)
+        accepted.append(chosen)
+        used = np.zeros(int(member.max()) + 1, dtype=bool)
+        is_chosen = np.zeros(n, dtype=bool)
+        is_chosen[chosen] = True
+        used[member[is_chosen[cand]]] = True
+        alive[cand[used[member]]] = False
+    return np.sort(np.concatenate(accepted)) if accepted else np.empty(0, dtype=np.int64)
+
+
+@dataclass
+class _Orientation:
+    transfers: _Candidates
+    evidence: np.ndarray
+    pairs: pd.DataFrame  # per pair: score, n, ...
+    n_candidates: int
+
+
+def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _Orientation:
+    cands = engine.candidates(W, D)
+    e = engine.evidence(cands)
+    pair = cands.source.astype(np.int64) * n_accounts + cands.target
+    w_key = cands.w_members[:, 0]
+    support = engine.pair_scores(pair, cands.source, w_key, e)["score"]
+    boost = np.maximum(support.reindex(pair).to_numpy(), 0.0)
+    chosen = assign(cands.w_members, cands.d_members, e + boost)
+    t = _take(cands, chosen)
+    e_t = e[chosen]
+    pair_t = pair[chosen]
+    pairs = engine.pair_scores(pair_t, t.source, t.w_members[:, 0], e_t)
+    return _Orientation(t, e_t, pairs, len(e))
+
+
+def expected_null_above(scores: np.ndarray, decoy: np.ndarray, tail_fraction: float = 0.01, min_tail: int = 25) -> np.ndarray:
+    """Expected number of null (coincidence-only) pairs scoring at least each of ``scores``.
+
+    Below the decoys' upper tail this is the decoy count itself. In the tail the count is too
+    small to use directly (it drops to 0 just above the largest decoy by chance), so the top
+    ``tail_fraction`` of decoys is fitted with an exponential tail and extrapolated.
+    """
+    decoy_sorted = np.sort(decoy)
+    counts = (len(decoy_sorted) - np.searchsorted(decoy_sorted, scores, side="left")).astype(np.float64)
+    n_tail = max(min_tail, int(len(decoy_sorted) * tail_fraction))
+    if len(decoy_sorted) < 2 * min_tail:
+        return counts
+    tail = decoy_sorted[-n_tail:]
+    u, beta = tail[0], float(np.mean(tail - tail[0]))
+    if beta <= 0:
+        return counts
+    in_tail = scores >= u
+    counts[in_tail] = n_tail * np.exp(-(scores[in_tail] - u) / beta)
+    return counts
+
+
+def _q_values(target: np.ndarray, decoy: np.ndarray) -> np.ndarray:
+    """q-value of each target score: min over thresholds s <= score of E[#null >= s] / #targets >= s."""
+    order = np.argsort(-target, kind="stable")
+    sorted_t = target[order]
+    n_targets = np.arange(1, len(sorted_t) + 1)
+    fdr = np.minimum(expected_null_above(sorted_t, decoy) / n_targets, 1.0)
+    q_sorted = np.minimum.accumulate(fdr[::-1])[::-1]
+    q = np.empty_like(q_sorted)
+    q[order] = q_sorted
+    return q
+
+
+LINK_COLUMNS = ["source", "target", "n_transfers", "total_amount", "first_time", "last_time", "median_lag_hours", "score", "q_value"]
+TRANSFER_COLUMNS = ["withdrawal_rows", "deposit_rows", "source", "target", "amount_out", "amount_in", "kind", "first_time", "lag_hours", "evidence", "link_q_value"]
+
+
+@dataclass
+class LinkResult:
+    """What link inference found: ``transfers`` (matched rows) and ``links`` (account pairs)."""
+
+    transfers: pd.DataFrame
+    links: pd.DataFrame
+    all_links: pd.DataFrame
+    decoy_scores: np.ndarray
+    options: LinkOptions
+    stats: dict = field(default_factory=dict)
+
+    def to_pandas(self) -> pd.DataFrame:
+        return self.links
+
+    def to_csv(self, out_dir: str | Path) -> dict[str, Path]:
+        out = Path(out_dir)
+        paths = {"links": out / "links.csv", "transfers": out / "transfers.csv"}
+        for name, path in paths.items():
+            with atomic_write(path, newline="") as handle:
+                getattr(self, name).to_csv(handle, index=False)
+        return paths
+
+    def __repr__(self) -> str:
+        return (f"LinkResult({len(self.links)} links at q <= {self.options.max_q}, "
+                f"{len(self.transfers)} transfers, {self.stats.get('candidates', 0)} candidates)")
+
+
+class LinkInference:
+    """scikit-learn-style estimator: ``LinkInference(**options).fit(transactions)``.
+
+    Learned attributes: ``transfers_``, ``links_`` (q <= max_q), ``all_links_``, ``decoy_scores_``,
+    ``stats_``. ``transactions`` is the canonical frame of :func:`tracer.load_transactions`.
+    """
+
+    def __init__(self, **options):
+        self.options = LinkOptions(**options)
+
+    def fit(self, transactions: pd.DataFrame) -> "LinkInference":
+        res = _infer(transactions, self.options)
+        self.transfers_, self.links_, self.all_links_ = res.transfers, res.links, res.all_links
+        self.decoy_scores_, self.stats_ = res.decoy_scores, res.stats
+        self.result_ = res
+        return self
+
+
+def infer_links(transactions: pd.DataFrame, **options) -> LinkResult:
+    """Infer transfers and links from canonical transactions; see :class:`LinkOptions`."""
+    return _infer(transactions, LinkOptions(**options))
+
+
+def _infer(tx: pd.DataFrame, opts: LinkOptions) -> LinkResult:
+    codes, accounts = _account_codes(tx["client_id"])
+    amount = tx["amount_cents"].to_numpy(np.int64)
+    seconds = tx["timestamp"].to_numpy("datetime64[s]").astype(np.int64)
+    row_id = tx["row_id"].to_numpy(np.int64)
+    t0, t1 = (seconds.min(), seconds.max()) if len(seconds) else (0, 0)
+    if t1 - t0 >= 2**_TIME_BITS - int(opts.window_hours * 3600) - 1:
+        raise ValueError("time span longer than 30 years: split the input by time")
+    is_w, is_d = amount < 0, amount > 0
+    n_accounts = len(accounts)
+    d_count = np.bincount(codes[is_d], minlength=n_accounts).astype(np.float64)
+    share = d_count / max(d_count.sum(), 1.0)
+    n_w = np.bincount(codes[is_w], minlength=n_accounts)
+    engine = _Engine(opts, share, n_w, float(t1 - t0))
+    w_rows, d_rows = np.flatnonzero(is_w), np.flatnonzero(is_d)
+
+    def sides(t: np.ndarray) -> tuple[_Rows, _Rows]:
+        return (_base_rows(codes[w_rows], -amount[w_rows], t[w_rows]), _base_rows(codes[d_rows], amount[d_rows], t[d_rows]))
+
+    forward = _run_orientation(engine, *sides(seconds - t0), n_accounts)
+    mirrored = _run_orientation(engine, *sides(t1 - seconds), n_accounts)
+
+    pairs = forward.pairs
+    decoy_scores = mirrored.pairs["score"].to_numpy()
+    pairs["q_value"] = _q_values(pairs["score"].to_numpy(), decoy_scores)
+    transfers = _transfer_frame(forward, row_id[w_rows], row_id[d_rows], seconds[w_rows], accounts, n_accounts, pairs["q_value"])
+    all_links = _link_frame(transfers, pairs, accounts, n_accounts)
+    transfers = transfers.drop(columns="_pair")
+    links = all_links[all_links["q_value"] <= opts.max_q].reset_index(drop=True)
+    stats = {
+        "withdrawals": int(is_w.sum()), "deposits": int(is_d.sum()),
+        "candidates": forward.n_candidates, "decoy_candidates": mirrored.n_candidates,
+        "transfers": len(transfers), "pairs_tested": len(pairs), "decoy_pairs": len(decoy_scores),
+        "links": len(links),
+    }
+    return LinkResult(transfers, links, all_links, decoy_scores, opts, stats)
+
+
+def _account_codes(client_id: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(client_id.dtype, pd.CategoricalDtype):
+        return client_id.cat.codes.to_numpy(np.int32), client_id.cat.categories.to_numpy(dtype=object)
+    codes, uniques = pd.factorize(client_id, sort=True)
+    return codes.astype(np.int32), np.asarray(uniques, dtype=object)
+
+
+def _join_rows(members: np.ndarray, row_ids: np.ndarray) -> pd.Series:
+    """Space-separated input row ids of the (up to 3) parts of each transfer side."""
+    cols = [np.where(members[:, k] >= 0, row_ids[np.maximum(members[:, k], 0)], -1) for k in range(3)]
+    text = pd.Series(cols[0]).astype(str)
+    for col in cols[1:]:
+        extra = pd.Series(col).astype(str)
+        text = text.where(col < 0, text + " " + extra)
+    return text
+
+
+def _transfer_frame(o: _Orientation, w_row_ids, d_row_ids, w_seconds, accounts, n_accounts, pair_q: pd.Series) -> pd.DataFrame:
+    t = o.transfers
+    pair = t.source.astype(np.int64) * n_accounts + t.target
+    first = w_seconds[t.w_members[:, 0]]
+    frame = pd.DataFrame({
+        "withdrawal_rows": _join_rows(t.w_members, w_row_ids),
+        "deposit_rows": _join_rows(t.d_members, d_row_ids),
+        "source": accounts[t.source],
+        "target": accounts[t.target],
+        "amount_out": t.amount_out / 100.0,
+        "amount_in": t.amount_in / 100.0,
+        "kind": pd.Categorical.from_codes(t.kind, categories=list(KINDS)),
+        "first_time": pd.to_datetime(first, unit="s"),
+        "lag_hours": t.lag / 3600.0,
+        "evidence": o.evidence,
+        "link_q_value": pair_q.reindex(pair).to_numpy(),
+        "_pair": pair,
+    })
+    return frame.sort_values(["first_time", "source", "target"], kind="stable").reset_index(drop=True)
+
+
+def _link_frame(transfers: pd.DataFrame, pairs: pd.DataFrame, accounts: np.ndarray, n_accounts: int) -> pd.DataFrame:
+    g = transfers.groupby("_pair", sort=False)
+    agg = g.agg(
+        n_transfers=("amount_out", "size"),
+        total_amount=("amount_out", "sum"),
+        first_time=("first_time", "min"),
+        last_time=("first_time", "max"),
+        median_lag_hours=("lag_hours", "median"),
+    )
+    agg["score"] = pairs["score"].reindex(agg.index).to_numpy() / np.log(10)
+    agg["q_value"] = pairs["q_value"].reindex(agg.index).to_numpy()
+    idx = agg.index.to_numpy(np.int64)
+    agg.insert(0, "source", accounts[idx // n_accounts])
+    agg.insert(1, "target", accounts[idx % n_accounts])
+    agg["total_amount"] = agg["total_amount"].round(2)
+    out = agg.reset_index(drop=True)[LINK_COLUMNS]
+    return out.sort_values(["q_value", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def options_dict(opts: LinkOptions) -> dict:
+    return asdict(opts)
