@@ -45,10 +45,10 @@ def _node(graph, node, role, network, rng, reasons=None):
 
 def _fill_money(graph):
     for node in graph.nodes:
-        graph.nodes[node]["money_in"] = round(
-            sum(a["total_amount"] for _, _, a in graph.in_edges(node, data=True)), 2)
-        graph.nodes[node]["money_out"] = round(
-            sum(a["total_amount"] for _, _, a in graph.out_edges(node, data=True)), 2)
+        graph.nodes[node]["money_in"] = float(round(
+            sum(a["total_amount"] for _, _, a in graph.in_edges(node, data=True)), 2))
+        graph.nodes[node]["money_out"] = float(round(
+            sum(a["total_amount"] for _, _, a in graph.out_edges(node, data=True)), 2))
 
 
 def network_graph(n_networks: int = 2, low_per_net: int = 6, context: int = 8, hostile: bool = True,
