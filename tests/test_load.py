@@ -345,3 +345,13 @@ def test_dataframe_with_datetime_and_nan():
     assert res.transactions["timestamp"].tolist() == [pd.Timestamp("2024-01-01 10:00:00")]
     assert reasons(res) == {1: "missing amount", 2: "empty client_id"}
     assert res.source == "<DataFrame>"
+
+
+def test_gzip_csv(tmp_path):
+    import gzip
+
+    p = tmp_path / "tx.csv.gz"
+    p.write_bytes(gzip.compress((HEADER + "A,1,2024-01-01,00:00:00\nB,2\n").encode()))
+    res = load_transactions(p)
+    check_invariant(res)
+    assert res.transactions["amount_cents"].tolist() == [100] and reasons(res) == {1: "too few fields"}
