@@ -178,6 +178,10 @@ def test_large_graph_static_positions_deterministic():
     assert all(isinstance(n["x"], float) and isinstance(n["y"], float) and "fixed" not in n for n in nodes)
     positions = {(n["x"], n["y"]) for n in nodes}
     assert len(positions) == len(nodes)  # no two nodes on the same spot
+    # networks are packed side by side, not stacked into one endless column
+    xs, ys = [n["x"] for n in nodes], [n["y"] for n in nodes]
+    aspect = (max(ys) - min(ys)) / (max(xs) - min(xs))
+    assert 0.25 < aspect < 1.5, aspect
     assert render_html(graph, max_physics_nodes=1000) == html  # deterministic
     # the threshold is a parameter
     assert _embedded(render_html(graph, max_physics_nodes=5000), "options")["physics"]["enabled"] is True

@@ -19,8 +19,9 @@ from tracer.map import render_map
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+# Debian's packages (apt-get install -y chromium chromium-driver); overridable for other systems.
+CHROMIUM = os.environ.get("TRACER_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("TRACER_CHROMEDRIVER", "/usr/bin/chromedriver")
 
 
 def _missing() -> str | None:
@@ -102,7 +103,8 @@ def _external_requests(driver) -> list[str]:
         msg = json.loads(entry["message"])["message"]
         if msg.get("method") == "Network.requestWillBeSent":
             urls.append(msg["params"]["request"]["url"])
-    return [u for u in urls if not u.startswith(("file:", "data:", "about:", "blob:"))]
+    # chrome:// URLs are the browser's own built-in resources (e.g. form-control icons), not network
+    return [u for u in urls if not u.startswith(("file:", "data:", "about:", "blob:", "chrome:"))]
 
 
 def _png_pixels(png: bytes) -> tuple[int, int, int, list[bytes]]:
@@ -163,6 +165,28 @@ def _canvas_colour_stats(driver) -> tuple[int, float]:
     return len(colours), sum((v - mean) ** 2 for v in lum) / len(lum)
 
 
+def _hover_node(driver, node_id, timeout: float = 5.0):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    container = driver.find_element("id", "mynetwork")
+    x, y, w, h = driver.execute_script(
+        "var net = window.tracerMap.network, id = arguments[0];"
+        "net.focus(id, {scale: 1.0, animation: false});"
+        "var p = net.canvasToDOM(net.getPositions([id])[id]);"
+        "var r = document.getElementById('mynetwork').getBoundingClientRect();"
+        "return [p.x, p.y, r.width, r.height];", node_id)
+    ActionChains(driver).move_to_element_with_offset(container, 5, 5).perform()
+    ActionChains(driver).move_to_element_with_offset(container, int(x - w / 2), int(y - h / 2)).perform()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver.execute_script(
+                "var t = document.querySelector('div.vis-tooltip');"
+                "return !!t && t.style.visibility !== 'hidden' && t.textContent.length > 0"):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no tooltip appeared over node {node_id!r}")
+
+
 def _counts(driver):
     return driver.execute_script(
         "var m = window.tracerMap; return [m.nodes.length, m.edges.length, m.shown];")
@@ -197,6 +221,15 @@ def test_small_map_renders_offline_and_safely(driver, tmp_path):
     assert driver.execute_script(
         "var n = window.tracerMap.nodes.get(arguments[0]); return n.title.querySelectorAll('b,script,img').length",
         HOSTILE_IDS[0]) == 0
+
+    # hovering the hostile node shows its tooltip as text
+    _hover_node(driver, HOSTILE_IDS[0])
+    tooltip = driver.execute_script(
+        "var t = document.querySelector('div.vis-tooltip');"
+        "return t ? [t.style.visibility, t.textContent, t.querySelectorAll('script,img,b').length] : null;")
+    assert tooltip is not None and tooltip[0] != "hidden", tooltip
+    assert HOSTILE_IDS[0] in tooltip[1] and "<b>bold</b>" in tooltip[1] and tooltip[2] == 0
+    _no_alert(driver)
 
     # the canvas shows a drawing, not a blank area
     colours, variance = _canvas_colour_stats(driver)

@@ -225,6 +225,38 @@ def _bands(graph: nx.DiGraph, roles: dict, nets: dict) -> dict:
     return bands
 
 
+_TARGET_ASPECT = 0.6  # height / width the whole layout aims at
+_BLOCK_GAP = 400.0  # horizontal space between two stacks of networks
+
+
+def _pack_bands(band_order: list, heights: dict, block_width: float) -> dict:
+    """Offsets ``{band: (dx, dy)}`` placing the network bands in side-by-side stacks so that the
+    whole picture is roughly ``_TARGET_ASPECT`` high per unit of width (not one endless column)."""
+    if not band_order:
+        return {}
+    total = sum(heights[b] + _BAND_GAP for b in band_order)
+    stride = block_width + _BLOCK_GAP
+
+    def stack(k: int):
+        fill = [0.0] * k
+        where = {}
+        for band in band_order:  # next band goes to the lowest stack (ties: leftmost)
+            col = min(range(k), key=lambda c: (fill[c], c))
+            where[band] = (col * stride, fill[col])
+            fill[col] += heights[band] + _BAND_GAP
+        return where, max(fill) - _BAND_GAP
+
+    guess = max(1, round(math.sqrt(total / (_TARGET_ASPECT * stride))))
+    best = None
+    for k in range(max(1, guess // 2), min(len(band_order), 2 * guess + 1) + 1):
+        where, height = stack(k)
+        width = k * stride - _BLOCK_GAP
+        badness = abs(math.log(max(height, 1.0) / max(width, 1.0) / _TARGET_ASPECT))
+        if best is None or badness < best[0] - 1e-9:
+            best = (badness, where)
+    return best[1]
+
+
 def compute_layout(graph: nx.DiGraph, sizes: dict | None = None) -> dict:
     """Deterministic positions ``{node: (x, y)}``: tier columns, one band per network, nodes ordered
     inside each (band, column) cell by the mean position of their neighbours (two sweeps)."""
@@ -254,9 +286,11 @@ def compute_layout(graph: nx.DiGraph, sizes: dict | None = None) -> dict:
         col_x[lv] = x + width / 2
         x += width + _COLUMN_GAP
 
+    block_width = max(x - _COLUMN_GAP, 0.0)
+
     def place() -> dict:
         pos = {}
-        y0 = 0.0
+        heights = {}
         for band in band_order:
             band_height = 0.0
             for lv in level_order:
@@ -288,10 +322,15 @@ def compute_layout(graph: nx.DiGraph, sizes: dict | None = None) -> dict:
                     by_lane[pos[node][0]].append(node)
                 for chunk in by_lane.values():
                     span = pos[chunk[-1]][1] - pos[chunk[0]][1]
-                    offset = y0 + (band_height - span) / 2
+                    offset = (band_height - span) / 2
                     for node in chunk:
                         pos[node][1] += offset
-            y0 += band_height + _BAND_GAP
+            heights[band] = band_height
+        offsets = _pack_bands(band_order, heights, block_width)
+        for node, p in pos.items():
+            dx, dy = offsets[bands[node]]
+            p[0] += dx
+            p[1] += dy
         return pos
 
     pos = place()
@@ -554,7 +593,7 @@ _TEMPLATE = r"""<!DOCTYPE html>
   <label>Role <select id="tracer-role"></select></label>
   <label>Network <select id="tracer-network"></select></label>
   <label title="also show accounts directly connected to the selected ones"><input type="checkbox" id="tracer-neighbours"> + direct neighbours</label>
-  <label>Find account <input id="tracer-find" type="search" size="18" placeholder="account id"></label>
+  <label>Find account <input id="tracer-find" type="text" size="18" placeholder="account id"></label>
   <button type="button" id="tracer-reset">Reset</button>
   <span id="tracer-status"></span>
 </div>
