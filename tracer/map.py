@@ -36,7 +36,8 @@ import networkx as nx
 
 from tracer._io import atomic_write
 
-__all__ = ["render_map", "suspect_subgraph", "ROLE_STYLE", "ROLE_ORDER"]
+__all__ = ["render_map", "render_html", "suspect_subgraph", "compute_layout", "external_references",
+           "ROLE_STYLE", "ROLE_ORDER"]
 
 # Okabe-Ito colours (colour-blind safe) plus a distinct shape per suspect tier.
 ROLE_STYLE: dict[str, dict[str, str]] = {
