@@ -561,7 +561,7 @@ def _atm_relay(ev: _Events, rng, src, dst, t_ready, total_cents, cut_lo=.05, cut
     deposits each withdrawal minus a 5-15% cut 1-24 h later.  Relays of one source never overlap
     days.  Returns (arrival times, deposited cents) of every leg."""
     src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
-    total = np.maximum(total_cents // 2_000 * 2_000, 2_000)
+    total = np.maximum(total_cents // 2_000 * 2_000, 10_000)
     nchunk = -(-total // 100_000)
     # ready day; consecutive-day chunks; a source's relays never share a day (daily limit)
     order = np.lexsort((t_ready, src))
@@ -574,11 +574,19 @@ def _atm_relay(ev: _Events, rng, src, dst, t_ready, total_cents, cut_lo=.05, cut
         start[i] = C + np.maximum.accumulate(day0[i] - C)
     k = np.repeat(np.arange(total.size), nchunk)
     j = np.arange(k.size) - np.repeat(np.cumsum(nchunk) - nchunk, nchunk)
-    amount = np.minimum(100_000, total[k] - j * 100_000)
+    per = -(-total // (nchunk * 2_000)) * 2_000  # even $20-multiple chunks, the last one smaller
+    amount = np.where(j < nchunk[k] - 1, per[k], total[k] - (nchunk[k] - 1) * per[k])
     t_w = (start[k] + j) * DAY + _tod(rng, k.size, "retail")
     cut = rng.uniform(cut_lo, cut_hi, k.size)
     unit = rng.choice(np.array([1_000, 500, 100]), k.size, p=[.45, .35, .2])
-    inn = np.minimum(np.maximum((np.floor(amount * (1 - cut)) // unit) * unit, unit), amount - 100)
+    keep = amount * (1 - cut)
+    inn = np.rint(keep / unit).astype(np.int64) * unit
+    off = (inn > amount * (1 - cut_lo)) | (inn < amount * (1 - cut_hi))
+    inn[off] = np.rint(keep[off] / 100).astype(np.int64) * 100  # whole dollars when notes don't fit
+    # a courier never deposits exactly what an ATM gave ($20 notes): no equal-amount pair exists
+    twenty = inn % 2_000 == 0
+    step = np.where(unit == 100, 100, unit)
+    inn[twenty] += np.where(inn[twenty] > amount[twenty] * (1 - (cut_lo + cut_hi) / 2), -1, 1) * step[twenty]
     lag = rng.integers(HOUR, 24 * HOUR, k.size)
     arrival = ev.transfers(rng, src[k], dst[k], t_w, amount, lag, inn=inn, kind=CRIMINAL, chan=RELAY)
     return dst[k], arrival, inn
