@@ -998,6 +998,9 @@ def _atomic_dir(path: Path) -> Iterator[Path]:
     """A temporary directory beside ``path`` that replaces it only on success."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
         if path.exists():
