@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean browser-deps screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+browser-deps:
+	apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver
+
+screenshot: $(STAMP)
+	TRACER_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest tests/test_map_browser.py -k readme_screenshot
 
 clean:
 	rm -rf $(VENV) out

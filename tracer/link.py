@@ -53,6 +53,8 @@ class LinkOptions:
     """Lags shorter than this count as this long (bank timestamps are coarse)."""
     max_q: float = 0.05
     """Links with a q-value above this are dropped from ``links`` (all remain in ``all_links``)."""
+    protect_q: float = 0.01
+    """Rows of links this confident in a first pass are kept out of the mirrored (null) run."""
 
 
 @dataclass
@@ -262,16 +264,25 @@ class _Engine:
         mu = self.share[c.target] * np.maximum(c.rate, 1.0 / self.span) * lag
         return -np.log(-np.expm1(-mu))
 
-    def pair_scores(self, pair: np.ndarray, source: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray) -> pd.DataFrame:
-        """Per pair: summed evidence of its distinct withdrawals minus log C(N_a, n)."""
+    def pair_scores(self, pair: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray, kind: np.ndarray) -> pd.DataFrame:
+        """Per pair: summed evidence of its distinct withdrawals minus log C(N_a, n).
+
+        ``stratum`` is the family that carries most of the pair's evidence: 0 for exact amounts
+        (exact, split, merge), 1 for approximate ones (cut). Each family has its own null.
+        """
         pair_code, pair_values = pd.factorize(pair)
         key = (pair_code.astype(np.int64) << 32) | withdrawal
-        best = pd.DataFrame({"key": key, "e": evidence}).groupby("key", sort=False)["e"].max()
-        best_pair = best.index.to_numpy() >> 32
+        frame = pd.DataFrame({"key": key, "e": evidence, "cut": np.where(kind == 1, evidence, 0.0)})
+        best = frame.loc[frame.groupby("key", sort=False)["e"].idxmax()] if len(frame) else frame
+        best_pair = best["key"].to_numpy() >> 32
+        n_pairs = len(pair_values)
+        e_all = np.bincount(best_pair, weights=best["e"].to_numpy(), minlength=n_pairs)
+        e_cut = np.bincount(best_pair, weights=best["cut"].to_numpy(), minlength=n_pairs)
         per_pair = pd.DataFrame({
-            "e": np.bincount(best_pair, weights=best.to_numpy(), minlength=len(pair_values)),
-            "n": np.bincount(best_pair, minlength=len(pair_values)),
+            "e": e_all,
+            "n": np.bincount(best_pair, minlength=n_pairs),
             "a": (pair_values // len(self.share)).astype(np.int64),
+            "stratum": (e_cut > e_all - e_cut).astype(np.int8),
         }, index=pd.Index(pair_values, name="pair"))
         n_a = self.n_withdrawals[per_pair["a"].to_numpy()].astype(np.float64)
         n = per_pair["n"].to_numpy().astype(np.float64)
@@ -344,13 +355,13 @@ def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _O
     e = engine.evidence(cands)
     pair = cands.source.astype(np.int64) * n_accounts + cands.target
     w_key = cands.w_members[:, 0]
-    support = engine.pair_scores(pair, cands.source, w_key, e)["score"]
+    support = engine.pair_scores(pair, w_key, e, cands.kind)["score"]
     boost = np.maximum(support.reindex(pair).to_numpy(), 0.0)
     chosen = assign(cands.w_members, cands.d_members, e + boost)
     t = _take(cands, chosen)
     e_t = e[chosen]
     pair_t = pair[chosen]
-    pairs = engine.pair_scores(pair_t, t.source, t.w_members[:, 0], e_t)
+    pairs = engine.pair_scores(pair_t, t.w_members[:, 0], e_t, t.kind)
     return _Orientation(t, e_t, pairs, len(e))
 
 
@@ -373,6 +384,28 @@ def expected_null_above(scores: np.ndarray, decoy: np.ndarray, tail_fraction: fl
     in_tail = scores >= u
     counts[in_tail] = n_tail * np.exp(-(scores[in_tail] - u) / beta)
     return counts
+
+
+def _compete(pairs: pd.DataFrame, decoys: pd.DataFrame) -> np.ndarray:
+    """Target-decoy competition per account pair; sets ``pairs["q_value"]``, returns the null scores.
+
+    Each pair keeps only the better of its forward (target) and mirrored (decoy) score. For pairs
+    with no real flow both are coincidences, equally likely to win, so decoy winners estimate how
+    many coincidental targets score as high. A real pair's own decoy can be inflated by its real
+    structure (a payroll batch matches itself in mirrored time) and is suppressed by its stronger
+    target instead of polluting the null. Targets that lose get q = 1. Exact-amount and
+    approximate-amount links are separate families (strata), each with its own null.
+    """
+    rival = decoys.reindex(pairs.index)
+    wins = (pairs["score"] >= rival["score"].fillna(-np.inf)).to_numpy()
+    null = pd.concat([rival[~wins], decoys[~decoys.index.isin(pairs.index)]])
+    q = np.ones(len(pairs))
+    stratum = pairs["stratum"].to_numpy()
+    for s in np.unique(stratum):
+        sel = wins & (stratum == s)
+        q[sel] = _q_values(pairs["score"].to_numpy()[sel], null.loc[null["stratum"] == s, "score"].to_numpy())
+    pairs["q_value"] = q
+    return null["score"].to_numpy()
 
 
 def _q_values(target: np.ndarray, decoy: np.ndarray) -> np.ndarray:
@@ -457,15 +490,24 @@ def _infer(tx: pd.DataFrame, opts: LinkOptions) -> LinkResult:
     engine = _Engine(opts, share, n_w, float(t1 - t0))
     w_rows, d_rows = np.flatnonzero(is_w), np.flatnonzero(is_d)
 
-    def sides(t: np.ndarray) -> tuple[_Rows, _Rows]:
-        return (_base_rows(codes[w_rows], -amount[w_rows], t[w_rows]), _base_rows(codes[d_rows], amount[d_rows], t[d_rows]))
+    def sides(t: np.ndarray, w_keep: np.ndarray | slice = slice(None), d_keep: np.ndarray | slice = slice(None)) -> tuple[_Rows, _Rows]:
+        w, d = w_rows[w_keep], d_rows[d_keep]
+        return (_base_rows(codes[w], -amount[w], t[w]), _base_rows(codes[d], amount[d], t[d]))
 
     forward = _run_orientation(engine, *sides(seconds - t0), n_accounts)
-    mirrored = _run_orientation(engine, *sides(t1 - seconds), n_accounts)
-
     pairs = forward.pairs
-    decoy_scores = mirrored.pairs["score"].to_numpy()
-    pairs["q_value"] = _q_values(pairs["score"].to_numpy(), decoy_scores)
+    _compete(pairs, _run_orientation(engine, *sides(t1 - seconds), n_accounts).pairs)
+    # Rows explained by confident forward links are not free to coincide in the forward run (the
+    # assignment gave them to their real partner); take them out of the mirrored run as well so
+    # that coincidences in both directions draw on the same leftover rows.
+    explained = _take(forward.transfers, np.flatnonzero(pairs["q_value"].reindex(
+        forward.transfers.source.astype(np.int64) * n_accounts + forward.transfers.target).to_numpy() <= opts.protect_q))
+    w_keep = np.ones(len(w_rows), dtype=bool)
+    d_keep = np.ones(len(d_rows), dtype=bool)
+    w_keep[explained.w_members[explained.w_members >= 0]] = False
+    d_keep[explained.d_members[explained.d_members >= 0]] = False
+    mirrored = _run_orientation(engine, *sides(t1 - seconds, w_keep, d_keep), n_accounts)
+    decoy_scores = _compete(pairs, mirrored.pairs)
     transfers = _transfer_frame(forward, row_id[w_rows], row_id[d_rows], seconds[w_rows], accounts, n_accounts, pairs["q_value"])
     all_links = _link_frame(transfers, pairs, accounts, n_accounts)
     transfers = transfers.drop(columns="_pair")
