@@ -19,9 +19,10 @@ BEHAVIOUR_COLUMNS = [
     "round_deposit_share", "small_spends_per_month", "distinct_withdrawal_share",
 ]
 FLOW_COLUMNS = [
-    "link_in", "link_out", "n_senders", "n_receivers", "link_in_share", "forward_share",
-    "pass_through", "holding_hours", "pagerank", "hub", "authority",
+    "link_in", "link_out", "n_senders", "n_receivers", "link_in_share", "forward_share", "relay_balance",
+    "pass_through", "holding_hours", "batch_share", "pagerank", "hub", "authority",
 ]
+BATCH_SECONDS = 15 * 60  # transfers to different accounts this close together form a batch (payroll)
 
 
 def _group_stats(codes: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,18 +95,42 @@ def flow_features(tx: pd.DataFrame, links: pd.DataFrame, transfers: pd.DataFrame
     money_in = behaviour["money_in"].to_numpy()
     f["link_in_share"] = np.divide(f["link_in"].to_numpy(), money_in, out=np.zeros(len(index)), where=money_in > 0)
     f["forward_share"] = np.divide(f["link_out"].to_numpy(), money_in, out=np.zeros(len(index)), where=money_in > 0)
+    lo, hi = np.minimum(f["link_in"], f["link_out"]).to_numpy(), np.maximum(f["link_in"], f["link_out"]).to_numpy()
+    f["relay_balance"] = np.divide(lo, hi, out=np.zeros(len(index)), where=hi > 0)
 
     held = _holding(tx, transfers)
     quick = held[held["holding_hours"] <= holding_hours]
     fast_out = quick.groupby("source")["amount_out"].sum().reindex(index, fill_value=0.0).to_numpy()
     f["pass_through"] = np.clip(np.divide(fast_out, money_in, out=np.zeros(len(index)), where=money_in > 0), 0, 1)
     f["holding_hours"] = held.groupby("source")["holding_hours"].median().reindex(index)
+    f["batch_share"] = _batch_share(transfers).reindex(index, fill_value=0.0)
 
     M = flow_matrix(links, index)
     f["pagerank"] = pagerank(M)
     hub, authority = hits(M)
     f["hub"], f["authority"] = hub, authority
     return f
+
+
+def _batch_share(transfers: pd.DataFrame) -> pd.Series:
+    """Per source: share of its transfers sent within BATCH_SECONDS of one to a different account.
+
+    Payroll and bill runs pay several accounts at once; a handler forwarding to its intermediary
+    does not. Computed on neighbours in time order, so it is one sort, no loop.
+    """
+    if transfers.empty:
+        return pd.Series(dtype=float)
+    t = pd.DataFrame({
+        "source": transfers["source"].astype(str).to_numpy(),
+        "target": transfers["target"].astype(str).to_numpy(),
+        "sent": transfers["first_time"].to_numpy("datetime64[s]").astype(np.int64),
+    }).sort_values(["source", "sent"], kind="stable")
+    src, dst, sent = t["source"].to_numpy(), t["target"].to_numpy(), t["sent"].to_numpy()
+    near_prev = np.zeros(len(t), dtype=bool)
+    near_prev[1:] = (src[1:] == src[:-1]) & (dst[1:] != dst[:-1]) & (sent[1:] - sent[:-1] <= BATCH_SECONDS)
+    near_next = np.zeros(len(t), dtype=bool)
+    near_next[:-1] = near_prev[1:]
+    return pd.Series(near_prev | near_next).groupby(src).mean()
 
 
 def _holding(tx: pd.DataFrame, transfers: pd.DataFrame) -> pd.DataFrame:

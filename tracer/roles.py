@@ -59,11 +59,17 @@ class RoleModel:
     and, when supervised, ``classifier_``.
     """
 
-    def __init__(self, min_pass_through: float = 0.5, min_feeder_pass_through: float = 0.2, min_sink_share: float = 0.2,
+    def __init__(self, min_pass_through: float = 0.5, min_relay_link_share: float = 0.5, min_relay_balance: float = 0.6,
+                 min_feeder_pass_through: float = 0.2, min_feeder_share: float = 0.3, max_feeder_batch_share: float = 0.5,
+                 min_sink_share: float = 0.2,
                  seeds: tuple[str, ...] = (),
                  n_estimators: int = 200, random_state: int = 0):
         self.min_pass_through = min_pass_through
+        self.min_relay_link_share = min_relay_link_share
+        self.min_relay_balance = min_relay_balance
         self.min_feeder_pass_through = min_feeder_pass_through
+        self.min_feeder_share = min_feeder_share
+        self.max_feeder_batch_share = max_feeder_batch_share
         self.min_sink_share = min_sink_share
         self.seeds = seeds
         self.n_estimators = n_estimators
@@ -88,9 +94,13 @@ class RoleModel:
     def _structure(self, features: pd.DataFrame, links: pd.DataFrame) -> _Structure:
         """Forwarding edges around relays (receive over links, pass most of it on), then networks."""
         pt = features["pass_through"]
-        relay = (pt >= self.min_pass_through) & (features["n_senders"] > 0) & (features["n_receivers"] > 0)
+        relay = ((pt >= self.min_pass_through) & (features["link_in_share"] >= self.min_relay_link_share)
+                 & (features["relay_balance"] >= self.min_relay_balance))
         relays = set(features.index[relay])
-        feeder = pt.reindex(links["source"]).to_numpy() >= self.min_feeder_pass_through
+        link_out = features["link_out"].reindex(links["source"]).to_numpy()
+        share_of_source = np.divide(links["total_amount"].to_numpy(), link_out, out=np.zeros(len(links)), where=link_out > 0)
+        feeder = ((pt.reindex(links["source"]).to_numpy() >= self.min_feeder_pass_through) & (share_of_source >= self.min_feeder_share)
+                  & (features["batch_share"].reindex(links["source"]).to_numpy() < self.max_feeder_batch_share))
         into_relay = links["target"].isin(relays).to_numpy() & feeder
         fwd_links = links[into_relay | links["source"].isin(relays).to_numpy()]
         seeds = {str(s) for s in self.seeds}
