@@ -38,7 +38,13 @@ class LinkOptions:
     window_hours: float = 72.0
     """Longest lag between a withdrawal and the deposit it becomes."""
     cut_tolerance: float = 0.15
-    """A deposit may be this fraction smaller than the withdrawal (fees, a kept cut, cash relay)."""
+    """Cash relay: after a cash-like withdrawal the deposit may be this fraction smaller (a kept cut)."""
+    cash_unit_cents: int = 2000
+    """Withdrawals that are multiples of this (ATM notes, $20) and at least ``min_cash_cents`` are cash-like."""
+    min_cash_cents: int = 5000
+    """Smallest withdrawal considered for a cash relay."""
+    fee_tolerance: float = 0.02
+    """Any other withdrawal may arrive this fraction smaller (fees)."""
     splits: bool = True
     """Match one withdrawal to 2-3 deposits of one account summing to it exactly."""
     merges: bool = True
@@ -193,8 +199,10 @@ class _Engine:
         q, dj = candidate_pairs(w_rank[wi], W.t_first[wi], np.searchsorted(uniq, D.amount), D.t_first, self.window, o.max_candidates)
         exact_rate = _count_in(d_sorted_amounts, W.amount, W.amount) / self.span
         out.append(self._make(W, D, wi[q], dj, 0, exact_rate[wi[q]]))
-        if o.cut_tolerance > 0:
-            out.append(self._cut(W, D, d_sorted_amounts))
+        cash = (W.amount % o.cash_unit_cents == 0) & (W.amount >= o.min_cash_cents)
+        for subset, tol in ((cash, o.cut_tolerance), (~cash, o.fee_tolerance)):
+            if tol > 0 and subset.any():
+                out.append(self._cut(W, D, d_sorted_amounts, np.flatnonzero(subset), tol))
         if o.splits:
             V = _combos(D, int(o.combo_span_hours * 3600), o.combo_neighbours)
             if len(V):
@@ -218,15 +226,15 @@ class _Engine:
         rate = _count_in(rate_source, W.amount[wi], W.amount[wi]) * rate_factor / self.span
         return self._make(W, D, wi, dj, kind, rate)
 
-    def _cut(self, W: _Rows, D: _Rows, d_sorted_amounts: np.ndarray) -> _Candidates:
-        tol = self.opts.cut_tolerance
+    def _cut(self, W: _Rows, D: _Rows, d_sorted_amounts: np.ndarray, rows: np.ndarray, tol: float) -> _Candidates:
+        """Deposits in [x(1 - tol), x) after withdrawals ``rows``: log-binned amounts, three bins."""
         d_bin = _cut_bins(D.amount, tol)
-        w_bin = _cut_bins(W.amount, tol)
+        w_bin = _cut_bins(W.amount[rows], tol)
         base = min(d_bin.min(initial=0), w_bin.min(initial=0)) - 2
         parts_w, parts_d = [], []
         for shift in (0, 1, 2):
-            q, dj = candidate_pairs(w_bin - shift - base, W.t_first, d_bin - base, D.t_first, self.window, 4 * self.opts.max_candidates)
-            parts_w.append(q)
+            q, dj = candidate_pairs(w_bin - shift - base, W.t_first[rows], d_bin - base, D.t_first, self.window, 4 * self.opts.max_candidates)
+            parts_w.append(rows[q])
             parts_d.append(dj)
         wi, dj = np.concatenate(parts_w), np.concatenate(parts_d)
         low = np.ceil(W.amount[wi] * (1 - tol)).astype(np.int64)
@@ -272,12 +280,14 @@ class _Engine:
         """
         pair_code, pair_values = pd.factorize(pair)
         key = (pair_code.astype(np.int64) << 32) | withdrawal
-        frame = pd.DataFrame({"key": key, "e": evidence, "cut": np.where(kind == 1, evidence, 0.0)})
-        best = frame.loc[frame.groupby("key", sort=False)["e"].idxmax()] if len(frame) else frame
-        best_pair = best["key"].to_numpy() >> 32
+        order = np.lexsort((-evidence, key))  # per (pair, withdrawal) the strongest candidate first
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = key[order][1:] != key[order][:-1]
+        best = order[first]
+        best_pair = key[best] >> 32
         n_pairs = len(pair_values)
-        e_all = np.bincount(best_pair, weights=best["e"].to_numpy(), minlength=n_pairs)
-        e_cut = np.bincount(best_pair, weights=best["cut"].to_numpy(), minlength=n_pairs)
+        e_all = np.bincount(best_pair, weights=evidence[best], minlength=n_pairs)
+        e_cut = np.bincount(best_pair, weights=np.where(kind[best] == 1, evidence[best], 0.0), minlength=n_pairs)
         per_pair = pd.DataFrame({
             "e": e_all,
             "n": np.bincount(best_pair, minlength=n_pairs),
