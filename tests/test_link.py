@@ -141,17 +141,23 @@ def test_split_cut_and_merge_transfers_are_matched():
         a = int(rng.integers(40_000, 90_000))
         part = int(rng.integers(10_000, a - 10_000))
         rows += [("S", -a, t), ("T", part, t + 3600), ("T", a - part, t + 5 * 3600)]  # split
-        c = int(rng.integers(40_000, 90_000))
-        rows += [("C", -c, t + DAY), ("K", int(c * 0.9), t + DAY + 7200)]  # cut kept
+        c = int(rng.integers(5, 40)) * 2000  # cash-like: whole $20 notes
+        rows += [("C", -c, t + DAY), ("K", int(c * 0.9) // 500 * 500, t + DAY + 7200)]  # cash relay, cut kept
+        f = int(rng.integers(40_000, 90_000))
+        rows += [("F", -f, t + DAY + 600), ("G", f - 150, t + DAY + 4000)]  # a $1.50 fee on the way
+        g = int(rng.integers(40_000, 90_000)) + 1
+        rows += [("P", -g, t + 3 * DAY), ("Q", int(g * 0.9), t + 3 * DAY + 3600)]  # 10% off a non-cash amount
         m1, m2 = int(rng.integers(20_000, 50_000)), int(rng.integers(20_000, 50_000))
         rows += [("M", -m1, t + 2 * DAY), ("M", -m2, t + 2 * DAY + 600), ("N", m1 + m2, t + 2 * DAY + 4000)]  # merge
     result = infer_links(frame(rows))
     kinds = result.transfers.groupby(["source", "target"], observed=True)["kind"].agg(lambda k: k.value_counts().idxmax())
     assert kinds[("S", "T")] == "split"
     assert kinds[("C", "K")] == "cut"
+    assert kinds[("F", "G")] == "cut"
     assert kinds[("M", "N")] == "merge"
     found = set(zip(result.links.source, result.links.target))
-    assert {("S", "T"), ("C", "K"), ("M", "N")} <= found
+    assert {("S", "T"), ("C", "K"), ("F", "G"), ("M", "N")} <= found
+    assert ("P", "Q") not in found  # only cash-like withdrawals may lose more than the fee tolerance
 
 
 def test_transfers_trace_back_to_input_rows_and_use_each_row_once():
