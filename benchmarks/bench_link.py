@@ -185,9 +185,54 @@ def worker_kernel(rows: int, duckdb_on: bool, repeat: int) -> dict:
     res.update(tracer_uncapped_s=round(best, 3), uncapped_pairs=n_all, tracer_uncapped_peak_gb=round(peak_gb(), 2))
     log(f"exact search uncapped (tracer): {best:.2f} s, {n_all:,} pairs, peak {res['tracer_uncapped_peak_gb']} GB")
 
+    res.update(cut_projection(W, D))
     if duckdb_on:
         res.update(duckdb_count(W, D, n_all, repeat))
     return res
+
+
+def cut_projection(W, D) -> dict:
+    """How many cut candidates the engine will carry, counted without materialising any pair.
+
+    Mirrors ``_Engine.candidates``/``_Engine._cut`` as of this writing: cash-like withdrawals
+    (multiples of ``cash_unit_cents``, at least ``min_cash_cents``) at ``cut_tolerance``, the others at
+    ``fee_tolerance`` (older engines: all at ``cut_tolerance``). ``_cut`` searches the withdrawal's
+    log-amount bin and the two below (shifts 0, 1, 2) with cap 160 each, keeps deposits in
+    [ceil(x(1 - tol)), x), then the earliest 40 per withdrawal. Bins are one tolerance wide, so
+    [x(1 - tol), x) lies in bins b and b - 1: per withdrawal min(in-bin count of shifts 0 and 1, 40)
+    bounds its cut candidates from above; shift 2 only adds pairs that the amount filter drops.
+    """
+    import numpy as np
+
+    from tracer.link import _TIME_BITS, LinkOptions, _cut_bins
+
+    o = LinkOptions()
+    if hasattr(o, "cash_unit_cents"):
+        cash = (W[1] % o.cash_unit_cents == 0) & (W[1] >= o.min_cash_cents)
+        subsets = [(np.flatnonzero(cash), o.cut_tolerance), (np.flatnonzero(~cash), o.fee_tolerance)]
+    else:
+        subsets = [(np.arange(len(W[1])), o.cut_tolerance)]
+    ub = raw = shift2 = near = 0
+    for rows, tol in subsets:
+        if tol <= 0 or not len(rows):
+            continue
+        d_bin, w_bin = _cut_bins(D[1], tol), _cut_bins(W[1][rows], tol)
+        base = min(d_bin.min(), w_bin.min()) - 2
+        d_sorted = np.sort(((d_bin - base) << _TIME_BITS) | D[2])
+        counts = []
+        for shift in (0, 1, 2):
+            wc = ((w_bin - shift - base) << _TIME_BITS) | W[2][rows]
+            c = np.searchsorted(d_sorted, wc + WINDOW, side="right") - np.searchsorted(d_sorted, wc, side="left")
+            counts.append(np.minimum(c, 4 * CAP))
+        ub += int(np.minimum(counts[0] + counts[1], CAP).sum())
+        raw += int(sum(c.sum() for c in counts))
+        shift2 += int(counts[2].sum())
+        near += int((counts[0] + counts[1] >= 2 * CAP).sum())
+    out = {"cut_bound": ub, "cut_raw_pairs": raw, "cut_shift2_pairs": shift2,
+           "cut_share_near_cap": round(near / max(len(W[1]), 1), 3)}
+    log(f"cut projection: <= {ub:,} cut candidates ({ub / len(W[1]):.1f} per withdrawal), "
+        f"{raw:,} raw pairs materialised by _cut, {shift2:,} from shift 2")
+    return out
 
 
 BAND_SQL = f"""
@@ -254,7 +299,7 @@ TOP_LEVEL = {"candidates", "evidence", "pair_scores", "assign", "_take", "_compe
              "_transfer_frame", "_link_frame"}
 
 
-def instrument(timings: dict) -> None:
+def instrument(timings: dict, stack: list) -> None:
     """Wrap the stages of tracer.link with wall-clock accumulators (in this process only)."""
     from tracer import link
 
@@ -268,24 +313,55 @@ def instrument(timings: dict) -> None:
         timings[label] = [0.0, 0]
 
         def wrapped(*a, _fn=fn, _label=label, **k):
+            stack.append(_label.strip())
             t0 = time.perf_counter()
             try:
                 return _fn(*a, **k)
             finally:
                 timings[_label][0] += time.perf_counter() - t0
                 timings[_label][1] += 1
+                stack.pop()
 
         setattr(owner, name, functools.wraps(fn)(wrapped))
 
 
-def worker_full(rows: int) -> dict:
+def guard(res: dict, timings: dict, stack: list, t0: float, max_gb: float, timeout: float) -> None:
+    """Watchdog thread: abort the worker (reporting where it was) past max_gb RSS or timeout seconds.
+
+    The machine is shared; an inference that would need more memory than is safe is stopped instead
+    of being left to the kernel's OOM killer.
+    """
+    import threading
+
+    def watch():
+        peak = 0.0
+        while True:
+            time.sleep(0.05)
+            rss = rss_gb()
+            peak = max(peak, rss)
+            elapsed = time.perf_counter() - t0
+            if rss > max_gb or elapsed > timeout:
+                why = f"RSS {rss:.1f} GB > {max_gb:g} GB" if rss > max_gb else f"time > {timeout:g} s"
+                res.update(aborted=why, aborted_after_s=round(elapsed, 1), aborted_stage=" > ".join(stack),
+                           infer_peak_gb=round(max(peak, peak_gb()), 2),
+                           stages={k: [round(v[0], 2), v[1]] for k, v in timings.items()})
+                log(f"ABORT infer_links after {elapsed:.0f} s: {why}, in {res['aborted_stage']}")
+                print(json.dumps(res), flush=True)
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def worker_full(rows: int, max_gb: float, timeout: float) -> dict:
     from tracer import link
 
     tx, res = load(rows)
     timings: dict = {}
-    instrument(timings)
+    stack: list = []
+    instrument(timings, stack)
     reset_peak()
     t0 = time.perf_counter()
+    guard(res, timings, stack, t0, max_gb, timeout)
     result = link.infer_links(tx)
     wall = time.perf_counter() - t0
     res.update(infer_s=round(wall, 2), infer_peak_gb=round(peak_gb(), 2), stats=result.stats,
@@ -299,9 +375,13 @@ def worker_full(rows: int) -> dict:
 # ----------------------------------------------------------------------------------------- driver
 def run_worker(args: list[str]) -> dict:
     proc = subprocess.run([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 3 and lines:  # the memory/time guard stopped it and said where
+        return json.loads(lines[-1])
     if proc.returncode != 0:
-        raise SystemExit(f"worker {args} failed with code {proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        log(f"worker {args} failed with code {proc.returncode}")
+        return {"failed": f"exit code {proc.returncode}"}
+    return json.loads(lines[-1])
 
 
 def machine() -> dict:
@@ -372,6 +452,20 @@ def render(results: list[dict], m: dict) -> str:
         "| rows | withdrawals | deposits | exact, cap 40 | pairs (cap 40) | uncapped pairs | tracer uncapped | DuckDB band | DuckDB bucket | tracer vs best DuckDB | peak (tracer / DuckDB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    cut_lines = [
+        "",
+        "### How many cut candidates the engine will carry",
+        "",
+        "Counted without materialising pairs (`cut_projection` in the script, mirroring `_Engine._cut`: 15%",
+        "tolerance for cash-like withdrawals, 2% for the others): the cut kind's bound is min(deposits in the",
+        "withdrawal's log-amount bin or the one below within 72 h, 40) per withdrawal;",
+        "*raw pairs* is what `_Engine._cut` materialises (three `candidate_pairs` calls with cap 160);",
+        "*shift-2 pairs* are the raw pairs from the third bin, which the amount filter always drops;",
+        "*near cap*: withdrawals with >= 80 in-bin deposits (about 40 after the amount filter).",
+        "",
+        "| rows | exact candidates | cut candidates (bound) | per withdrawal | withdrawals near cap | raw pairs in `_cut` | of which shift 2 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if "exact_capped_s" not in r:
             continue
@@ -386,8 +480,15 @@ def render(results: list[dict], m: dict) -> str:
             f"({fmt_s(r['exact_kernel_s'])}) | {r['exact_capped_pairs']:,} | {r['uncapped_pairs']:,} | "
             f"{fmt_s(r['tracer_uncapped_s'])} | {fmt_s(r.get('duckdb_band_s'))} | {fmt_s(r.get('duckdb_bucket_s'))} | "
             f"{ratio} | {fmt_gb(r['tracer_uncapped_peak_gb'])} / {fmt_gb(dpeak)} |")
+        if "cut_bound" in r:
+            cut_lines.append(
+                f"| {r['rows']:,} | {r['exact_capped_pairs']:,} | {r['cut_bound']:,} | {r['cut_bound'] / r['withdrawals']:.1f} | "
+                f"{r['cut_share_near_cap'] * 100:.0f}% | {r['cut_raw_pairs']:,} | {r['cut_shift2_pairs']:,} |")
+    if len(cut_lines) > 11:
+        lines += cut_lines
+    attempted = [r for r in results if "infer_s" in r or "aborted" in r or "failed" in r]
     full = [r for r in results if "infer_s" in r]
-    if full:
+    if attempted:
         lines += [
             "",
             "## Full inference: `infer_links(tx)` end to end",
@@ -395,16 +496,26 @@ def render(results: list[dict], m: dict) -> str:
             "Everything after loading: candidates of the four kinds, evidence, assignment and pair scores on",
             "the forward run and on two mirrored-time (decoy) runs, target-decoy q-values, output frames.",
             f"Target (from the issue): 10M rows in <= {TARGET_SECONDS:.0f} s with peak memory <= {TARGET_GB:.0f} GB. Peak is the",
-            "process's VmHWM during `infer_links`, including the loaded frame already resident.",
+            "process's VmHWM during `infer_links`, including the loaded frame already resident. A run is",
+            "stopped by the script's guard when its RSS passes `--max-gb` (the machine is shared; beyond it",
+            "the kernel's OOM killer would hit other jobs) and reported with the stage it was in.",
             "",
             "| rows | load (parquet) | infer_links | µs / row | peak RSS | candidates (forward) | transfers | links (q <= 0.05) |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for r in full:
-            st = r["stats"]
-            lines.append(
-                f"| {r['rows']:,} | {fmt_s(r['load_s'])} | {fmt_s(r['infer_s'])} | {us_per_row(r['infer_s'], r['rows'])} | "
-                f"{fmt_gb(r['infer_peak_gb'])} | {st.get('candidates', 0):,} | {st.get('transfers', 0):,} | {st.get('links', 0):,} |")
+        for r in attempted:
+            if "infer_s" in r:
+                st = r["stats"]
+                lines.append(
+                    f"| {r['rows']:,} | {fmt_s(r['load_s'])} | {fmt_s(r['infer_s'])} | {us_per_row(r['infer_s'], r['rows'])} | "
+                    f"{fmt_gb(r['infer_peak_gb'])} | {st.get('candidates', 0):,} | {st.get('transfers', 0):,} | {st.get('links', 0):,} |")
+            elif "aborted" in r:
+                lines.append(
+                    f"| {r['rows']:,} | {fmt_s(r['load_s'])} | **stopped** after {r['aborted_after_s']:.0f} s: {r['aborted']} | – | "
+                    f"> {fmt_gb(r['infer_peak_gb'])} | (in `{r['aborted_stage']}`) | – | – |")
+            else:
+                lines.append(f"| {r.get('rows', r['target_rows']):,} | – | failed ({r['failed']}) | – | – | – | – | – |")
+    if full:
         labels = list(full[-1]["stages"])
         lines += [
             "",
@@ -487,6 +598,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-duckdb", action="store_true")
     ap.add_argument("--no-full", action="store_true")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks-link.md")
+    ap.add_argument("--max-gb", type=float, default=12.0, help="stop infer_links beyond this RSS (default 12)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="stop infer_links after this many seconds")
     ap.add_argument("--worker", choices=("gen", "kernel", "full"), help=argparse.SUPPRESS)
     ap.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -497,7 +610,7 @@ def main(argv=None) -> int:
         elif args.worker == "kernel":
             res = worker_kernel(args.rows, not args.no_duckdb, args.repeat)
         else:
-            res = worker_full(args.rows)
+            res = worker_full(args.rows, args.max_gb, args.timeout)
         print(json.dumps(res))
         return 0
 
@@ -512,7 +625,8 @@ def main(argv=None) -> int:
         extra = ["--no-duckdb"] if args.no_duckdb else []
         r.update(run_worker(["--worker", "kernel", "--rows", str(rows), "--repeat", str(args.repeat), *extra]))
         if not args.no_full:
-            r.update(run_worker(["--worker", "full", "--rows", str(rows)]))
+            r.update(run_worker(["--worker", "full", "--rows", str(rows), "--max-gb", str(args.max_gb),
+                                 "--timeout", str(args.timeout)]))
         results.append(r)
         RESULTS.write_text(json.dumps({"machine": m, "results": results}, indent=1))
     text = render(results, m)
