@@ -200,3 +200,22 @@ def test_no_large_deposits_at_all():
     assert (f["large_deposits"] == 0).all()
     assert f["large_deposit_gap_days"].isna().all()
     assert f.loc["a", "money_in"] == pytest.approx(50.0)
+
+
+def test_relay_balance_and_batch_share():
+    # P pays three employees within two minutes (a payroll batch) and one of them again a week later;
+    # M receives $1000 over a link and sends $600 on: relay balance 0.6
+    tx = frame([
+        ("P", 500_000, 0), ("P", -100_000, HOUR), ("P", -100_000, HOUR + 60), ("P", -100_000, HOUR + 120),
+        ("P", -100_000, 7 * DAY), ("e1", 100_000, 2 * HOUR), ("e2", 100_000, 2 * HOUR), ("e3", 100_000, 2 * HOUR),
+        ("e1", 100_000, 7 * DAY + HOUR), ("M", 100_000, 3 * DAY), ("M", -60_000, 3 * DAY + HOUR), ("Q", 60_000, 3 * DAY + 2 * HOUR),
+    ])
+    transfers = _transfers([("P", "e1", 1000, HOUR), ("P", "e2", 1000, HOUR + 60), ("P", "e3", 1000, HOUR + 120),
+                            ("P", "e1", 1000, 7 * DAY), ("e1", "M", 1000, 3 * DAY - HOUR), ("M", "Q", 600, 3 * DAY + HOUR)])
+    links = _links([("P", "e1", 2000.0), ("P", "e2", 1000.0), ("P", "e3", 1000.0), ("e1", "M", 1000.0), ("M", "Q", 600.0)])
+    f = account_features(tx, links, transfers)
+    assert f.loc["P", "batch_share"] == pytest.approx(3 / 4)
+    assert f.loc["M", "batch_share"] == 0 and f.loc["Q", "batch_share"] == 0
+    assert f.loc["M", "relay_balance"] == pytest.approx(600 / 1000)
+    assert f.loc["e1", "relay_balance"] == pytest.approx(1000 / 2000)
+    assert f.loc["P", "relay_balance"] == 0 and f.loc["Q", "relay_balance"] == 0
