@@ -95,13 +95,22 @@ def test_assign_uses_each_row_once_and_is_maximal(data):
 
 def test_q_values_are_monotone_and_count_decoys():
     target = np.array([10.0, 9.0, 8.0, 1.0, 0.5])
-    decoy = np.array([8.5, 0.7, 0.1])
+    decoy = np.array([8.5, 0.7])  # fewer than 3 decoys: plain counts, no tail fit
     q = _q_values(target, decoy)
     assert q[0] == 0 and q[1] == 0  # no decoy at or above 9
     # FDR(8) = 1 decoy / 3 targets, but the q-value takes the best threshold below: FDR(1) = 1/4
     assert q[2] == pytest.approx(1 / 4)
     assert q[4] == pytest.approx(2 / 5)  # the lowest score: only its own threshold
     assert np.all(np.diff(q[np.argsort(-target)]) >= 0)
+
+
+def test_small_null_is_fitted_whole_so_a_target_above_it_is_not_certain():
+    from tracer.link import expected_null_above
+
+    decoy = np.array([1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 4.5])
+    above = expected_null_above(np.array([5.0, 50.0]), decoy)
+    assert 0.1 < above[0] < 1.0  # just above the largest decoy: plausible coincidence
+    assert above[1] < 1e-6  # far above: essentially impossible
 
 
 # --- end to end --------------------------------------------------------------------------------

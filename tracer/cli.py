@@ -63,7 +63,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from tracer.load import load_transactions
     from tracer.analysis import analyze
 
-    print(f"tracer {__version__}: analysing {args.input}", file=sys.stderr)
+    if not args.quiet:
+        print(f"tracer {__version__}: analysing {args.input}", file=sys.stderr)
     loaded = load_transactions(args.input, **_mapping(args))
     analysis = analyze(loaded, seeds=tuple(args.seed_account), verbose=not args.quiet, **_options(args))
     paths = analysis.write(args.out)
@@ -114,11 +115,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from tracer.synth import write_scenario
+    from tracer.synth import format_summary, write_scenario
 
     summary = write_scenario(args.scenario, args.out, seed=args.seed, accounts=args.accounts, years=args.years,
                              networks=args.networks, fmt=args.format, progress=not args.quiet)
-    print(json.dumps(summary, indent=2, default=str))
+    print(format_summary(summary))
     print(f"scenario {args.scenario!r} (seed {args.seed}) written to {Path(args.out).resolve()}")
     return 0
 

@@ -60,7 +60,8 @@ def behaviour_features(tx: pd.DataFrame) -> pd.DataFrame:
     lc, lt, la = codes[large], t[large], amount[large].astype(np.float64)
     order = np.lexsort((lt, lc))
     lc, lt, la = lc[order], lt[order], la[order]
-    same = np.r_[False, lc[1:] == lc[:-1]]
+    same = np.zeros(len(lc), dtype=bool)
+    same[1:] = lc[1:] == lc[:-1]
     gaps = (np.diff(lt, prepend=0) / 86400.0)[same]
     gap_codes = lc[same]
     f["large_deposits"] = np.bincount(lc, minlength=n)

@@ -275,8 +275,9 @@ class _Engine:
     def pair_scores(self, pair: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray, kind: np.ndarray) -> pd.DataFrame:
         """Per pair: summed evidence of its distinct withdrawals minus log C(N_a, n).
 
-        ``stratum`` is the family that carries most of the pair's evidence: 0 for exact amounts
-        (exact, split, merge), 1 for approximate ones (cut). Each family has its own null.
+        ``stratum`` is the family the pair's evidence belongs to, each with its own null: exact
+        amounts (exact, split, merge) or approximate ones (cut), times a single transfer or a
+        repeated relationship (one coincidence is common, the same pair again is not).
         """
         pair_code, pair_values = pd.factorize(pair)
         key = (pair_code.astype(np.int64) << 32) | withdrawal
@@ -292,7 +293,7 @@ class _Engine:
             "e": e_all,
             "n": np.bincount(best_pair, minlength=n_pairs),
             "a": (pair_values // len(self.share)).astype(np.int64),
-            "stratum": (e_cut > e_all - e_cut).astype(np.int8),
+            "stratum": (2 * (e_cut > e_all - e_cut) + (np.bincount(best_pair, minlength=n_pairs) > 1)).astype(np.int8),
         }, index=pd.Index(pair_values, name="pair"))
         n_a = self.n_withdrawals[per_pair["a"].to_numpy()].astype(np.float64)
         n = per_pair["n"].to_numpy().astype(np.float64)
@@ -380,13 +381,15 @@ def expected_null_above(scores: np.ndarray, decoy: np.ndarray, tail_fraction: fl
 
     Below the decoys' upper tail this is the decoy count itself. In the tail the count is too
     small to use directly (it drops to 0 just above the largest decoy by chance), so the top
-    ``tail_fraction`` of decoys is fitted with an exponential tail and extrapolated.
+    ``tail_fraction`` of decoys (all of them when there are fewer than ``2 * min_tail``) is fitted
+    with an exponential tail and extrapolated.
     """
     decoy_sorted = np.sort(decoy)
     counts = (len(decoy_sorted) - np.searchsorted(decoy_sorted, scores, side="left")).astype(np.float64)
-    n_tail = max(min_tail, int(len(decoy_sorted) * tail_fraction))
-    if len(decoy_sorted) < 2 * min_tail:
+    if len(decoy_sorted) < 3:
         return counts
+    # a small null (a sparse stratum) is fitted whole: a target just above its few decoys is not certain
+    n_tail = len(decoy_sorted) if len(decoy_sorted) < 2 * min_tail else max(min_tail, int(len(decoy_sorted) * tail_fraction))
     tail = decoy_sorted[-n_tail:]
     u, beta = tail[0], float(np.mean(tail - tail[0]))
     if beta <= 0:
@@ -403,8 +406,8 @@ def _compete(pairs: pd.DataFrame, decoys: pd.DataFrame) -> np.ndarray:
     with no real flow both are coincidences, equally likely to win, so decoy winners estimate how
     many coincidental targets score as high. A real pair's own decoy can be inflated by its real
     structure (a payroll batch matches itself in mirrored time) and is suppressed by its stronger
-    target instead of polluting the null. Targets that lose get q = 1. Exact-amount and
-    approximate-amount links are separate families (strata), each with its own null.
+    target instead of polluting the null. Targets that lose get q = 1. Each stratum (see
+    ``pair_scores``) is a separate family with its own null.
     """
     rival = decoys.reindex(pairs.index)
     wins = (pairs["score"] >= rival["score"].fillna(-np.inf)).to_numpy()
