@@ -150,7 +150,7 @@ def test_read_round_trips_tables(analysis, written):
     pd.testing.assert_frame_equal(back.links, analysis.links, check_dtype=False)
     assert back.summary == analysis.summary
     assert set(back.graph.edges) == set(analysis.graph.edges) and set(back.graph.nodes) == set(analysis.graph.nodes)
-    # transfers / networks: same values (times compared as text, see the xfail below)
+    # transfers / networks: same values (times compared as text; their dtypes are checked separately)
     for name in ("transfers", "networks"):
         a, b = getattr(analysis, name), getattr(back, name)
         assert list(a.columns) == list(b.columns) and len(a) == len(b)
@@ -164,8 +164,6 @@ def test_read_round_trips_tables(analysis, written):
     assert back.trace(str(analysis.networks.iloc[0]["members"].split()[0])).chains.shape[0] > 0
 
 
-@pytest.mark.xfail(strict=True, reason="Analysis.read parses dates only in links.csv: transfers.first_time and "
-                   "networks.first_time/last_time come back as strings, not datetime64 as analyze() returns them")
 def test_read_restores_time_columns_as_datetimes(written):
     back = Analysis.read(written)
     assert pd.api.types.is_datetime64_any_dtype(back.links["first_time"])
@@ -212,9 +210,6 @@ def test_crash_during_write_leaves_previous_output_untouched(analysis, tmp_path,
     assert not (tmp_path / "fresh").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="Analysis.write builds the set in tempfile.mkdtemp (mode 0700) and network.html "
-                   "via mkstemp (0600) and never applies the umask: the output folder is private unlike every other "
-                   "output (synth._atomic_dir chmods to 0777 & ~umask)")
 def test_output_permissions_follow_umask(analysis, tmp_path):
     old = os.umask(0o022)
     try:

@@ -166,8 +166,6 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys, case):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.xfail(strict=True, reason="cmd_analyze prints the 'tracer X: analysing FILE' banner to stderr even with "
-                   "--quiet, so an input error is two lines on stderr, not one")
 def test_bad_input_stderr_is_exactly_one_line(tmp_path, capsys):
     path, _ = _bad_inputs(tmp_path)["missing"]
     main(["analyze", str(path), "--out", str(tmp_path / "out"), "--quiet"])
@@ -177,8 +175,6 @@ def test_bad_input_stderr_is_exactly_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("content", ["client_id,amount,date,time\n",
                                      "client_id,amount,date,time\n1,abc,2024-01-01,10:00:00\n2,,2024-01-01,11:00:00\n"],
                          ids=["header-only", "all-rows-rejected"])
-@pytest.mark.xfail(strict=True, reason="analyze crashes with IndexError in features.behaviour_features when no rows "
-                   "survive loading (no deposit >= $100): traceback instead of an empty result or a clear error")
 def test_no_usable_rows_is_not_a_traceback(tmp_path, content):
     path = tmp_path / "few.csv"
     path.write_text(content)

@@ -192,8 +192,6 @@ def test_no_links_no_transfers():
     assert f["pagerank"].tolist() == pytest.approx([0.5, 0.5])
 
 
-@pytest.mark.xfail(strict=True, reason="behaviour_features raises IndexError when no account has a deposit >= $100 "
-                   "(np.r_[False, lc[1:] == lc[:-1]] has length 1 for an empty array); also breaks analyze() on empty input")
 def test_no_large_deposits_at_all():
     tx = frame([("a", 5_000, 0), ("a", -2_000, HOUR), ("b", -1_000, DAY)])
     f = behaviour_features(tx)

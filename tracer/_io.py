@@ -8,6 +8,16 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def _temp_beside(target: Path) -> str:
+    """A fresh temporary file next to ``target`` with the permissions a plain open() would give."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp_name, 0o666 & ~mask)
+    return tmp_name
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it over ``path`` only on success.
@@ -17,8 +27,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
+    tmp_name = _temp_beside(target)
     try:
         with open(tmp_name, mode, **open_kwargs) as handle:
             yield handle
@@ -39,8 +48,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
+    tmp_name = _temp_beside(target)
     try:
         yield Path(tmp_name)
         os.replace(tmp_name, target)

@@ -162,6 +162,7 @@ class Analysis:
         out = Path(out_dir)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        staging.chmod(0o777 & ~_umask())
         try:
             self.accounts.to_csv(staging / "accounts.csv", index=False)
             self.links.to_csv(staging / "links.csv", index=False)
@@ -185,8 +186,9 @@ class Analysis:
             raise FileNotFoundError(f"{out}: not a complete tracer output folder (missing {', '.join(missing)})")
         accounts = pd.read_csv(out / "accounts.csv", dtype={"client_id": str, "reasons": str}, keep_default_na=False, na_values=[""])
         links = pd.read_csv(out / "links.csv", dtype={"source": str, "target": str}, parse_dates=["first_time", "last_time"])
-        transfers = pd.read_csv(out / "transfers.csv", dtype={"source": str, "target": str, "withdrawal_rows": str, "deposit_rows": str})
-        networks = pd.read_csv(out / "networks.csv")
+        transfers = pd.read_csv(out / "transfers.csv", dtype={"source": str, "target": str, "withdrawal_rows": str, "deposit_rows": str},
+                                parse_dates=["first_time"])
+        networks = pd.read_csv(out / "networks.csv", parse_dates=["first_time", "last_time"], dtype={"members": str})
         rejected = pd.read_csv(out / "rejected.csv")
         summary = json.loads((out / "summary.json").read_text())
         accounts["reasons"] = accounts["reasons"].fillna("")
@@ -201,6 +203,12 @@ class Analysis:
     def __repr__(self) -> str:
         s = self.summary
         return f"Analysis({s['accounts']} accounts, {s['links']} links, {s['networks']} networks, roles={s['roles']})"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _swap_in(staging: Path, out: Path) -> None:

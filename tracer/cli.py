@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"tracer: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        print(f"tracer: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_INPUT
     except KeyboardInterrupt:
         print("tracer: interrupted; no partial output was left behind", file=sys.stderr)
         return 130

@@ -31,7 +31,8 @@ def evaluate(truth_accounts: pd.DataFrame, truth_links: pd.DataFrame, accounts: 
     out["role_accuracy"] = round(float((pred_role[is_crim] == truth.loc[is_crim, "role"]).mean()), 4) if is_crim.any() else None
     out["normal_flagged"] = int((flagged & ~is_crim).sum())
     if "persona" in truth:
-        out["lookalikes_flagged"] = {p: int((flagged & ~is_crim & (truth["persona"] == p)).sum()) for p in sorted(truth["persona"].unique()) if p != "normal"}
+        lookalike_personas = sorted(set(truth.loc[~is_crim, "persona"]) - {"normal"})
+        out["lookalikes_flagged"] = {p: int((flagged & ~is_crim & (truth["persona"] == p)).sum()) for p in lookalike_personas}
     true_pairs = set(zip(truth_links["source"].astype(str), truth_links["target"].astype(str)))
     crim_pairs = set(zip(*truth_links.loc[truth_links["kind"] == "criminal", ["source", "target"]].astype(str).to_numpy().T)) if (truth_links["kind"] == "criminal").any() else set()
     found = set(zip(links["source"].astype(str), links["target"].astype(str)))

@@ -20,7 +20,7 @@ def flow_matrix(links: pd.DataFrame, index: pd.Index) -> sp.csr_matrix:
     return sp.csr_matrix((links["total_amount"].to_numpy(np.float64), (src, dst)), shape=(n, n))
 
 
-def pagerank(M: sp.csr_matrix, alpha: float = 0.85, tol: float = 1e-12, max_iter: int = 200) -> np.ndarray:
+def pagerank(M: sp.csr_matrix, alpha: float = 0.85, tol: float = 1e-12, max_iter: int = 1000) -> np.ndarray:
     """Flow-weighted PageRank by power iteration on sparse arrays.
 
     Dangling accounts (no outgoing flow) spread their rank uniformly. ``tol`` is on the L1 change
@@ -40,7 +40,7 @@ def pagerank(M: sp.csr_matrix, alpha: float = 0.85, tol: float = 1e-12, max_iter
         if np.abs(r_new - r).sum() < tol:
             return r_new
         r = r_new
-    return r
+    raise RuntimeError(f"PageRank did not converge to {tol} in {max_iter} iterations")
 
 
 def hits(M: sp.csr_matrix, max_iter: int = 200, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
