@@ -206,3 +206,40 @@ def test_expected_null_extrapolates_beyond_the_largest_decoy():
     # in the tail the fit tracks the true exponential tail within sampling error
     s = np.array([5.0, 7.0])
     assert np.allclose(expected_null_above(s, decoy), 10_000 * np.exp(-s), rtol=0.35)
+
+
+def test_counterparty_rows_become_exact_links_and_skip_inference():
+    rng = np.random.default_rng(4)
+    rows = background(rng, n_rows=5_000)
+    tx = frame(rows + [("A", -12_345, 5 * DAY), ("B", 12_345, 5 * DAY + 60), ("A", -700_00, 9 * DAY), ("EXT", 999, 9 * DAY)])
+    tx["counterparty"] = pd.Series([None] * len(tx), dtype=object)
+    n = len(tx)
+    tx.loc[n - 4, "counterparty"] = "B"  # A names B on the withdrawal ...
+    tx.loc[n - 3, "counterparty"] = "A"  # ... and B names A on the deposit: one transfer
+    tx.loc[n - 2, "counterparty"] = "OUTSIDE"  # a payment to an account not in the data
+    tx.loc[n - 1, "counterparty"] = "SOMEONE"  # a deposit from outside
+    result = infer_links(tx)
+    stated = result.transfers[result.transfers["kind"] == "stated"]
+    assert len(stated) == 3
+    ab = stated[(stated.source == "A") & (stated.target == "B")]
+    assert ab[["withdrawal_rows", "deposit_rows"]].values.tolist() == [[str(n - 4), str(n - 3)]]
+    links = result.links.set_index(["source", "target"])
+    assert links.loc[("A", "B"), "q_value"] == 0 and links.loc[("A", "B"), "n_transfers"] == 1
+    assert ("A", "OUTSIDE") in links.index and ("SOMEONE", "EXT") in links.index
+    inferred_rows = " ".join(result.transfers.loc[result.transfers["kind"] != "stated", ["withdrawal_rows", "deposit_rows"]].to_numpy().ravel())
+    assert not {str(n - 4), str(n - 3), str(n - 2), str(n - 1)} & set(inferred_rows.split())
+    assert result.stats["stated_rows"] == 4
+
+
+def test_counterparty_column_through_the_loader(tmp_path):
+    from tracer import load_transactions
+
+    path = tmp_path / "export.csv"
+    path.write_text("client_id,amount,date,time,payee\n"
+                    "A,-250.00,2024-03-01,10:00:00,B\n"
+                    "B,250.00,2024-03-01,10:05:00,\n"
+                    "C,-20.00,2024-03-02,09:00:00,\n")
+    loaded = load_transactions(path, counterparty="payee")
+    result = infer_links(loaded.transactions)
+    assert list(zip(result.links.source, result.links.target)) == [("A", "B")]
+    assert result.transfers.iloc[0]["kind"] == "stated"

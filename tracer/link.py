@@ -27,7 +27,7 @@ from scipy.special import gammaln
 
 from tracer._io import atomic_write
 
-KINDS = ("exact", "cut", "split", "merge")
+KINDS = ("exact", "cut", "split", "merge", "stated")  # stated: named by a counterparty column
 _TIME_BITS = 30  # composite sort key: key << 30 | seconds since start (34 years of range)
 
 
@@ -495,7 +495,8 @@ def _infer(tx: pd.DataFrame, opts: LinkOptions) -> LinkResult:
     t0, t1 = (seconds.min(), seconds.max()) if len(seconds) else (0, 0)
     if t1 - t0 >= 2**_TIME_BITS - int(opts.window_hours * 3600) - 1:
         raise ValueError("time span longer than 30 years: split the input by time")
-    is_w, is_d = amount < 0, amount > 0
+    stated = _stated_mask(tx)
+    is_w, is_d = (amount < 0) & ~stated, (amount > 0) & ~stated
     n_accounts = len(accounts)
     d_count = np.bincount(codes[is_d], minlength=n_accounts).astype(np.float64)
     share = d_count / max(d_count.sum(), 1.0)
@@ -521,13 +522,17 @@ def _infer(tx: pd.DataFrame, opts: LinkOptions) -> LinkResult:
     d_keep[explained.d_members[explained.d_members >= 0]] = False
     mirrored = _run_orientation(engine, *sides(t1 - seconds, w_keep, d_keep), n_accounts)
     decoy_scores = _compete(pairs, mirrored.pairs)
-    transfers = _transfer_frame(forward, row_id[w_rows], row_id[d_rows], seconds[w_rows], accounts, n_accounts, pairs["q_value"])
-    all_links = _link_frame(transfers, pairs, accounts, n_accounts)
-    transfers = transfers.drop(columns="_pair")
+    inferred = _transfer_frame(forward, row_id[w_rows], row_id[d_rows], seconds[w_rows], accounts, n_accounts, pairs["q_value"])
+    pair_index = pd.MultiIndex.from_arrays([accounts[pairs.index.to_numpy() // n_accounts], accounts[pairs.index.to_numpy() % n_accounts]])
+    pair_stats = pd.DataFrame({"score": pairs["score"].to_numpy() / np.log(10), "q_value": pairs["q_value"].to_numpy()}, index=pair_index)
+    transfers = pd.concat([inferred, _stated_transfers(tx[stated], engine.window)], ignore_index=True)
+    transfers["kind"] = pd.Categorical(transfers["kind"], categories=list(KINDS))
+    all_links = _link_frame(transfers, pair_stats)
     links = all_links[all_links["q_value"] <= opts.max_q].reset_index(drop=True)
     stats = {
         "withdrawals": int(is_w.sum()), "deposits": int(is_d.sum()),
         "candidates": forward.n_candidates, "decoy_candidates": mirrored.n_candidates,
+        "stated_rows": int(stated.sum()),
         "transfers": len(transfers), "pairs_tested": len(pairs), "decoy_pairs": len(decoy_scores),
         "links": len(links),
     }
@@ -567,13 +572,14 @@ def _transfer_frame(o: _Orientation, w_row_ids, d_row_ids, w_seconds, accounts, 
         "lag_hours": t.lag / 3600.0,
         "evidence": o.evidence,
         "link_q_value": pair_q.reindex(pair).to_numpy(),
-        "_pair": pair,
     })
     return frame.sort_values(["first_time", "source", "target"], kind="stable").reset_index(drop=True)
 
 
-def _link_frame(transfers: pd.DataFrame, pairs: pd.DataFrame, accounts: np.ndarray, n_accounts: int) -> pd.DataFrame:
-    g = transfers.groupby("_pair", sort=False)
+def _link_frame(transfers: pd.DataFrame, pair_stats: pd.DataFrame) -> pd.DataFrame:
+    """Links from transfers; ``pair_stats`` (indexed by source, target) gives inferred pairs' score
+    and q-value. Pairs named by a counterparty column are certain (q = 0, no statistical score)."""
+    g = transfers.groupby(["source", "target"], sort=False, observed=True)
     agg = g.agg(
         n_transfers=("amount_out", "size"),
         total_amount=("amount_out", "sum"),
@@ -581,14 +587,61 @@ def _link_frame(transfers: pd.DataFrame, pairs: pd.DataFrame, accounts: np.ndarr
         last_time=("first_time", "max"),
         median_lag_hours=("lag_hours", "median"),
     )
-    agg["score"] = pairs["score"].reindex(agg.index).to_numpy() / np.log(10)
-    agg["q_value"] = pairs["q_value"].reindex(agg.index).to_numpy()
-    idx = agg.index.to_numpy(np.int64)
-    agg.insert(0, "source", accounts[idx // n_accounts])
-    agg.insert(1, "target", accounts[idx % n_accounts])
+    stated = g["kind"].agg(lambda k: bool((k == "stated").any())) if (transfers["kind"] == "stated").any() else pd.Series(False, index=agg.index)
+    stats = pair_stats.reindex(agg.index)
+    agg["score"] = stats["score"].to_numpy()
+    agg["q_value"] = np.where(stated.reindex(agg.index).to_numpy(), 0.0, stats["q_value"].to_numpy())
     agg["total_amount"] = agg["total_amount"].round(2)
-    out = agg.reset_index(drop=True)[LINK_COLUMNS]
+    out = agg.reset_index()[LINK_COLUMNS]
     return out.sort_values(["q_value", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def _stated_mask(tx: pd.DataFrame) -> np.ndarray:
+    """Rows whose counterparty column names the other account (inference is skipped for them)."""
+    if "counterparty" not in tx:
+        return np.zeros(len(tx), dtype=bool)
+    cp = tx["counterparty"]
+    return (cp.notna() & (cp.astype(str).str.strip() != "")).to_numpy()
+
+
+def _stated_transfers(tx: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Transfers named by counterparty columns, in the transfers schema.
+
+    A withdrawal naming b and a deposit in b naming a, of the same amount within the window, are
+    one transfer (paired earliest first, each row once); an unpaired row is a transfer on its own
+    (the other side is outside the data or has no counterparty).
+    """
+    if tx.empty:
+        return pd.DataFrame(columns=TRANSFER_COLUMNS)
+    amount = tx["amount_cents"].to_numpy(np.int64)
+    side = pd.DataFrame({
+        "row": tx["row_id"].to_numpy(np.int64),
+        "account": tx["client_id"].astype(str).to_numpy(),
+        "other": tx["counterparty"].astype(str).str.strip().to_numpy(),
+        "amount": np.abs(amount),
+        "t": tx["timestamp"].to_numpy("datetime64[s]").astype(np.int64),
+    })
+    w = side[amount < 0].rename(columns={"account": "source", "other": "target"})
+    d = side[amount > 0].rename(columns={"account": "target", "other": "source"})
+    m = w.merge(d, on=["source", "target", "amount"], suffixes=("_w", "_d"))
+    m = m[(m["t_d"] >= m["t_w"]) & (m["t_d"] - m["t_w"] <= window)]
+    m = m.sort_values(["t_w", "t_d"], kind="stable").drop_duplicates("row_w").drop_duplicates("row_d")
+    lone_w = w[~w["row"].isin(m["row_w"])]
+    lone_d = d[~d["row"].isin(m["row_d"])]
+    frame = pd.DataFrame({
+        "withdrawal_rows": pd.concat([m["row_w"].astype(str), lone_w["row"].astype(str), pd.Series([""] * len(lone_d), dtype=str)], ignore_index=True),
+        "deposit_rows": pd.concat([m["row_d"].astype(str), pd.Series([""] * len(lone_w), dtype=str), lone_d["row"].astype(str)], ignore_index=True),
+        "source": pd.concat([m["source"], lone_w["source"], lone_d["source"]], ignore_index=True),
+        "target": pd.concat([m["target"], lone_w["target"], lone_d["target"]], ignore_index=True),
+        "amount_out": np.concatenate([m["amount"], lone_w["amount"], lone_d["amount"]]) / 100.0,
+        "first_time": pd.to_datetime(np.concatenate([m["t_w"], lone_w["t"], lone_d["t"]]), unit="s"),
+        "lag_hours": np.concatenate([(m["t_d"] - m["t_w"]) / 3600.0, np.full(len(lone_w) + len(lone_d), np.nan)]),
+    })
+    frame["amount_in"] = frame["amount_out"]
+    frame["kind"] = "stated"
+    frame["evidence"] = np.nan
+    frame["link_q_value"] = 0.0
+    return frame[TRANSFER_COLUMNS]
 
 
 def options_dict(opts: LinkOptions) -> dict:
