@@ -18,7 +18,7 @@ on any amount/time slice, so a distributed engine can run it partition by partit
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -478,7 +478,6 @@ class LinkInference:
         res = _infer(transactions, self.options)
         self.transfers_, self.links_, self.all_links_ = res.transfers, res.links, res.all_links
         self.decoy_scores_, self.stats_ = res.decoy_scores, res.stats
-        self.result_ = res
         return self
 
 
@@ -643,6 +642,3 @@ def _stated_transfers(tx: pd.DataFrame, window: int) -> pd.DataFrame:
     frame["link_q_value"] = 0.0
     return frame[TRANSFER_COLUMNS]
 
-
-def options_dict(opts: LinkOptions) -> dict:
-    return asdict(opts)

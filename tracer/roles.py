@@ -46,7 +46,6 @@ class _Structure:
     forwarding: nx.DiGraph
     membership: dict[str, int]
     roles: dict[str, str]
-    network_members: dict[int, list[str]]
 
 
 class RoleModel:
@@ -112,15 +111,14 @@ class RoleModel:
         money_in = features["money_in"]
         membership: dict[str, int] = {}
         roles: dict[str, str] = {}
-        members_by_network: dict[int, list[str]] = {}
+        n_networks = 0
         for comp in sorted(nx.weakly_connected_components(g), key=lambda c: (-len(c), min(c))):
             kept = self._prune_context_sinks(g.subgraph(comp), money_in, relays)
             sub = g.subgraph(kept)
             has_chain = any(sub.in_degree(v) > 0 and sub.out_degree(v) > 0 for v in sub if v in relays)
             if len(kept) < 2 or not (has_chain or seeds & kept):
                 continue
-            net_id = len(members_by_network)
-            members_by_network[net_id] = sorted(kept)
+            net_id, n_networks = n_networks, n_networks + 1
             for v in kept:
                 membership[v] = net_id
                 ins, outs = sub.in_degree(v), sub.out_degree(v)
@@ -130,7 +128,7 @@ class RoleModel:
                     roles[v] = "low_level"
                 else:
                     roles[v] = "upper_tier"
-        return _Structure(g, membership, roles, members_by_network)
+        return _Structure(g, membership, roles)
 
     def _prune_context_sinks(self, sub: nx.DiGraph, money_in: pd.Series, relays: set[str]) -> set[str]:
         """Drop sinks that got only a small share of their money from this group (context)."""
@@ -182,7 +180,7 @@ class RoleModel:
         out.loc[out["role"] == "normal", "network_id"] = -1
         return out
 
-    def predict(self, features: pd.DataFrame | None = None) -> pd.Series:
+    def predict(self) -> pd.Series:
         """Roles of the fitted accounts (the model is transductive: it labels the graph it saw)."""
         return self.accounts_["role"]
 
