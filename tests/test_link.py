@@ -243,3 +243,13 @@ def test_counterparty_column_through_the_loader(tmp_path):
     result = infer_links(loaded.transactions)
     assert list(zip(result.links.source, result.links.target)) == [("A", "B")]
     assert result.transfers.iloc[0]["kind"] == "stated"
+
+
+def test_result_columns_have_numeric_and_time_dtypes():
+    rng = np.random.default_rng(9)
+    result = infer_links(frame(background(rng, n_rows=3_000) + weekly_flow(rng, "X", "Y", 10, lambda: rng.integers(10_000, 90_000), lambda: 600)))
+    for col in ("amount_out", "amount_in", "lag_hours", "evidence", "link_q_value"):
+        assert pd.api.types.is_float_dtype(result.transfers[col]), col
+    assert pd.api.types.is_datetime64_any_dtype(result.transfers["first_time"])
+    for col in ("total_amount", "median_lag_hours", "score", "q_value"):
+        assert pd.api.types.is_float_dtype(result.links[col]), col

@@ -524,7 +524,7 @@ def _infer(tx: pd.DataFrame, opts: LinkOptions) -> LinkResult:
     inferred = _transfer_frame(forward, row_id[w_rows], row_id[d_rows], seconds[w_rows], accounts, n_accounts, pairs["q_value"])
     pair_index = pd.MultiIndex.from_arrays([accounts[pairs.index.to_numpy() // n_accounts], accounts[pairs.index.to_numpy() % n_accounts]])
     pair_stats = pd.DataFrame({"score": pairs["score"].to_numpy() / np.log(10), "q_value": pairs["q_value"].to_numpy()}, index=pair_index)
-    transfers = pd.concat([inferred, _stated_transfers(tx[stated], engine.window)], ignore_index=True)
+    transfers = pd.concat([inferred, _stated_transfers(tx[stated], engine.window)], ignore_index=True) if stated.any() else inferred
     transfers["kind"] = pd.Categorical(transfers["kind"], categories=list(KINDS))
     all_links = _link_frame(transfers, pair_stats)
     links = all_links[all_links["q_value"] <= opts.max_q].reset_index(drop=True)
@@ -610,8 +610,6 @@ def _stated_transfers(tx: pd.DataFrame, window: int) -> pd.DataFrame:
     one transfer (paired earliest first, each row once); an unpaired row is a transfer on its own
     (the other side is outside the data or has no counterparty).
     """
-    if tx.empty:
-        return pd.DataFrame(columns=TRANSFER_COLUMNS)
     amount = tx["amount_cents"].to_numpy(np.int64)
     side = pd.DataFrame({
         "row": tx["row_id"].to_numpy(np.int64),
