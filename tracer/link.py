@@ -29,6 +29,7 @@ from tracer._io import atomic_write
 
 KINDS = ("exact", "cut", "split", "merge", "stated")  # stated: named by a counterparty column
 _TIME_BITS = 30  # composite sort key: key << 30 | seconds since start (34 years of range)
+MIN_NULL = 25  # a null family needs this many decoys of its own; fewer borrow the wider family's
 
 
 @dataclass(frozen=True)
@@ -417,9 +418,15 @@ def _compete(pairs: pd.DataFrame, decoys: pd.DataFrame) -> np.ndarray:
     null = pd.concat([rival[~wins], decoys[~decoys.index.isin(pairs.index)]])
     q = np.ones(len(pairs))
     stratum = pairs["stratum"].to_numpy()
+    null_stratum = null["stratum"].to_numpy()
     for s in np.unique(stratum):
         sel = wins & (stratum == s)
-        q[sel] = _q_values(pairs["score"].to_numpy()[sel], null.loc[null["stratum"] == s, "score"].to_numpy())
+        # a family with too few decoys to estimate its null borrows the wider family's:
+        # same repetition class (both amount families), then everything
+        for in_null in (null_stratum == s, null_stratum % 2 == s % 2, np.ones(len(null), dtype=bool)):
+            if in_null.sum() >= MIN_NULL:
+                break
+        q[sel] = _q_values(pairs["score"].to_numpy()[sel], null.loc[in_null, "score"].to_numpy())
     pairs["q_value"] = q
     return null["score"].to_numpy()
 
