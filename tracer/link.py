@@ -80,8 +80,8 @@ class _Rows:
 
 def _base_rows(account: np.ndarray, amount: np.ndarray, t: np.ndarray) -> _Rows:
     n = len(amount)
-    members = np.full((n, 3), -1, dtype=np.int64)
-    members[:, 0] = np.arange(n)
+    members = np.full((n, 3), -1, dtype=np.int32)
+    members[:, 0] = np.arange(n, dtype=np.int32)
     return _Rows(account, amount, t, t, members)
 
 
@@ -114,7 +114,7 @@ def _combos(base: _Rows, span: int, neighbours: int) -> _Rows:
     l_safe = np.where(three, l, i)
     amount = amt[i] + amt[j] + np.where(three, amt[l_safe], 0)
     t_last = np.where(three, t[l_safe], t[j])
-    members = np.stack([order[i], order[j], np.where(three, order[l_safe], -1)], axis=1)
+    members = np.stack([order[i], order[j], np.where(three, order[l_safe], -1)], axis=1).astype(np.int32)
     return _Rows(acc[i], amount, t[i], t_last, members)
 
 
@@ -146,11 +146,11 @@ def candidate_pairs(
     order = np.argsort(d_comp, kind="stable")
     d_sorted = d_comp[order]
     w_comp = (w_key.astype(np.int64) << _TIME_BITS) | w_time
-    lo = np.searchsorted(d_sorted, w_comp, side="left")
-    hi = np.searchsorted(d_sorted, w_comp + window, side="right")
-    hi = np.minimum(hi, lo + cap)
+    w_order = np.argsort(w_comp)  # sorted queries make the binary searches cache-friendly
+    lo = np.searchsorted(d_sorted, w_comp[w_order], side="left")
+    hi = np.minimum(np.searchsorted(d_sorted, w_comp[w_order] + window, side="right"), lo + cap)
     query, pos = _expand(lo, hi)
-    return query, order[pos]
+    return w_order[query], order[pos]
 
 
 def _count_in(sorted_values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -174,7 +174,7 @@ class _Candidates:
 
 
 def _cut_bins(amount: np.ndarray, tol: float) -> np.ndarray:
-    """Log-scale amount bins one tolerance wide: [x(1-tol), x) spans at most two bins."""
+    """Log-scale amount bins one tolerance wide: [x(1-tol), x) spans the bin of x and the one below."""
     return np.floor(np.log(amount.astype(np.float64)) / -np.log1p(-tol)).astype(np.int64)
 
 
@@ -232,7 +232,7 @@ class _Engine:
         w_bin = _cut_bins(W.amount[rows], tol)
         base = min(d_bin.min(initial=0), w_bin.min(initial=0)) - 2
         parts_w, parts_d = [], []
-        for shift in (0, 1, 2):
+        for shift in (0, 1):  # [x(1 - tol), x) spans the withdrawal's bin and the one below
             q, dj = candidate_pairs(w_bin - shift - base, W.t_first[rows], d_bin - base, D.t_first, self.window, 4 * self.opts.max_candidates)
             parts_w.append(rows[q])
             parts_d.append(dj)
@@ -241,7 +241,7 @@ class _Engine:
         ok = (D.amount[dj] < W.amount[wi]) & (D.amount[dj] >= low)
         wi, dj = wi[ok], dj[ok]
         # keep the earliest max_candidates per withdrawal
-        order = np.lexsort((D.t_first[dj], wi))
+        order = np.argsort((wi.astype(np.int64) << _TIME_BITS) | D.t_first[dj], kind="stable")
         wi, dj = wi[order], dj[order]
         rank = np.arange(len(wi)) - np.searchsorted(wi, wi, side="left")
         keep = rank < self.opts.max_candidates
@@ -284,7 +284,8 @@ class _Engine:
         """
         pair_code, pair_values = pd.factorize(pair)
         key = (pair_code.astype(np.int64) << 32) | withdrawal
-        order = np.lexsort((-evidence, key))  # per (pair, withdrawal) the strongest candidate first
+        by_strength = np.argsort(-evidence, kind="stable")
+        order = by_strength[np.argsort(key[by_strength], kind="stable")]  # per (pair, withdrawal), strongest first
         first = np.ones(len(order), dtype=bool)
         first[1:] = key[order][1:] != key[order][:-1]
         best = order[first]
@@ -325,6 +326,8 @@ def assign(w_members: np.ndarray, d_members: np.ndarray, evidence: np.ndarray, m
     if n == 0:
         return np.empty(0, dtype=np.int64)
     # one entry per (candidate, row used): withdrawal rows as 2r, deposit rows as 2r + 1
+    w_members = w_members.astype(np.int64)
+    d_members = d_members.astype(np.int64)
     members = np.concatenate([w_members * 2, np.where(d_members >= 0, d_members * 2 + 1, -1)], axis=1)
     cand = np.repeat(np.arange(n, dtype=np.int64), members.shape[1])
     member = members.ravel()
@@ -336,23 +339,29 @@ def assign(w_members: np.ndarray, d_members: np.ndarray, evidence: np.ndarray, m
     strength_rank[np.argsort(-evidence, kind="stable")] = np.arange(n)
     order = np.argsort((member << 32) | strength_rank[cand])
     cand, member = cand[order], member[order]
-    alive = np.ones(n, dtype=bool)
+    used = np.zeros(int(member.max()) + 1, dtype=bool)  # rows taken so far
+    label = np.arange(n, dtype=np.int64)  # live candidates are renumbered 0..k-1 as they retire
     accepted: list[np.ndarray] = []
     for _ in range(max_rounds):
-        live = alive[cand]
-        if not live.any():
+        if len(cand) == 0:
             break
-        cand, member = cand[live], member[live]
         first = np.ones(len(member), dtype=bool)
         first[1:] = member[1:] != member[:-1]
-        wins = np.bincount(cand[first], minlength=n)
-        chosen = np.flatnonzero((wins == n_members) & alive)
-        accepted.append(chosen)
-        used = np.zeros(int(member.max()) + 1, dtype=bool)
-        is_chosen = np.zeros(n, dtype=bool)
+        k = len(label)
+        wins = np.bincount(cand[first], minlength=k)
+        chosen = np.flatnonzero(wins == n_members)
+        accepted.append(label[chosen])
+        is_chosen = np.zeros(k, dtype=bool)
         is_chosen[chosen] = True
         used[member[is_chosen[cand]]] = True
-        alive[cand[used[member]]] = False
+        dead = np.zeros(k, dtype=bool)
+        dead[cand[used[member]]] = True
+        live = ~dead[cand]
+        cand, member = cand[live], member[live]
+        survivors = np.flatnonzero(~dead)
+        relabel = np.full(k, -1, dtype=np.int64)
+        relabel[survivors] = np.arange(len(survivors))
+        cand, label, n_members = relabel[cand], label[survivors], n_members[survivors]
     return np.sort(np.concatenate(accepted)) if accepted else np.empty(0, dtype=np.int64)
 
 
