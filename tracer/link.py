@@ -181,10 +181,11 @@ def _cut_bins(amount: np.ndarray, tol: float) -> np.ndarray:
 class _Engine:
     """One run of candidate search + evidence + assignment on one time orientation."""
 
-    def __init__(self, opts: LinkOptions, account_share: np.ndarray, span_seconds: float):
+    def __init__(self, opts: LinkOptions, account_share: np.ndarray, n_withdrawals: np.ndarray, span_seconds: float):
         self.opts = opts
         self.window = int(round(opts.window_hours * 3600))
         self.share = account_share
+        self.n_withdrawals = n_withdrawals
         self.span = max(span_seconds, 1.0)
 
     def candidates(self, W: _Rows, D: _Rows) -> _Candidates:
@@ -272,11 +273,8 @@ class _Engine:
         mu = self.share[c.target] * np.maximum(c.rate, 1.0 / self.span) * lag
         return -np.log(-np.expm1(-mu))
 
-    def pair_scores(self, pair: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray, kind: np.ndarray, n_tested: np.ndarray) -> pd.DataFrame:
-        """Per pair: summed evidence of its distinct withdrawals minus log C(N_a, n).
-
-        N_a (``n_tested``) counts the withdrawals of a that had any candidate at all: only those
-        could have coincided, so they are the multiple-testing set of the union bound.
+    def pair_scores(self, pair: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray, kind: np.ndarray) -> pd.DataFrame:
+        """Per pair: summed evidence of its distinct withdrawals minus log C(N_a, n), N_a = a's withdrawals.
 
         ``stratum`` is the family the pair's evidence belongs to, each with its own null: exact
         amounts (exact, split, merge) or approximate ones (cut), times a single transfer or a
@@ -299,7 +297,7 @@ class _Engine:
             "a": (pair_values // len(self.share)).astype(np.int64),
             "stratum": (2 * (e_cut > e_all - e_cut) + (np.bincount(best_pair, minlength=n_pairs) > 1)).astype(np.int8),
         }, index=pd.Index(pair_values, name="pair"))
-        n_a = n_tested[per_pair["a"].to_numpy()].astype(np.float64)
+        n_a = self.n_withdrawals[per_pair["a"].to_numpy()].astype(np.float64)
         n = per_pair["n"].to_numpy().astype(np.float64)
         log_choose = gammaln(n_a + 1) - gammaln(n + 1) - gammaln(np.maximum(n_a - n, 0) + 1)
         per_pair["score"] = per_pair["e"].to_numpy() - log_choose
@@ -378,14 +376,13 @@ def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _O
     e = engine.evidence(cands)
     pair = cands.source.astype(np.int64) * n_accounts + cands.target
     w_key = cands.w_members[:, 0]
-    n_tested = np.bincount(W.account[np.unique(w_key)], minlength=n_accounts)
-    support = engine.pair_scores(pair, w_key, e, cands.kind, n_tested)["score"]
+    support = engine.pair_scores(pair, w_key, e, cands.kind)["score"]
     boost = np.maximum(support.reindex(pair).to_numpy(), 0.0)
     chosen = assign(cands.w_members, cands.d_members, e + boost)
     t = _take(cands, chosen)
     e_t = e[chosen]
     pair_t = pair[chosen]
-    pairs = engine.pair_scores(pair_t, t.w_members[:, 0], e_t, t.kind, n_tested)
+    pairs = engine.pair_scores(pair_t, t.w_members[:, 0], e_t, t.kind)
     return _Orientation(t, e_t, pairs, len(e))
 
 
@@ -518,7 +515,7 @@ def _infer(tx: pd.DataFrame, opts: LinkOptions) -> LinkResult:
     n_accounts = len(accounts)
     d_count = np.bincount(codes[is_d], minlength=n_accounts).astype(np.float64)
     share = d_count / max(d_count.sum(), 1.0)
-    engine = _Engine(opts, share, float(t1 - t0))
+    engine = _Engine(opts, share, np.bincount(codes[is_w], minlength=n_accounts), float(t1 - t0))
     w_rows, d_rows = np.flatnonzero(is_w), np.flatnonzero(is_d)
 
     def sides(t: np.ndarray, w_keep: np.ndarray | slice = slice(None), d_keep: np.ndarray | slice = slice(None)) -> tuple[_Rows, _Rows]:
