@@ -167,6 +167,13 @@ def test_forwarding_chain_is_one_network_with_tier_roles():
     assert net["members"].split() == sorted(truth)
     assert net["total_flow"] == pytest.approx(2 * (38_000 + 40_500 + 35_500))
     assert (acc.loc[list(truth), "chain_length"] == 2).all()
+    position = {"low_level": "source", "intermediary": "middle", "upper_tier": "sink"}
+    for cid, role in truth.items():
+        assert acc.loc[cid, "flow_position"] == position[role], cid
+    assert (acc.loc[acc["role"] == "normal", "flow_position"] == "none").all()
+    # the 3 feeder -> sink paths run through the relay; networkx normalises directed betweenness by (n-1)(n-2)
+    assert acc.loc["relay", "betweenness"] == pytest.approx(3 / ((5 - 1) * (5 - 2)))
+    assert (acc.loc[[k for k in truth if k != "relay"], "betweenness"] == 0).all()
     assert set(model.forwarding_graph_.edges) >= {("f0", "relay"), ("relay", "sink")}
     assert model.predict().equals(acc["role"])
 

@@ -31,7 +31,7 @@ from tracer.roles import ROLES, RoleModel
 KEY_FEATURES = [
     "money_in", "money_out", "link_in", "link_out", "pass_through", "holding_hours", "n_senders", "n_receivers",
     "retention", "large_deposits", "large_deposit_gap_days", "large_deposit_gap_cv", "large_deposit_amount_cv",
-    "small_spends_per_month", "pagerank", "hub", "authority", "chain_length", "anomaly",
+    "small_spends_per_month", "pagerank", "hub", "authority", "chain_length", "flow_position", "betweenness", "anomaly",
 ]
 ACCOUNT_COLUMNS = ["client_id", "role", "score", "network_id", "reasons", *KEY_FEATURES]
 OUTPUT_FILES = ("accounts.csv", "links.csv", "transfers.csv", "networks.csv", "rejected.csv", "summary.json", "network.html")

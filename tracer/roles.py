@@ -154,7 +154,8 @@ class RoleModel:
         network = pd.Series(idx.map(s.membership), index=idx).fillna(-1).astype(np.int64)
         member = (role != "normal").to_numpy()
         pt = features["pass_through"].to_numpy()
-        chain = pd.Series(longest_chain_through(s.forwarding.subgraph(list(s.membership))), dtype=float).reindex(idx).fillna(0).to_numpy()
+        members = s.forwarding.subgraph(list(s.membership))
+        chain = pd.Series(longest_chain_through(members), dtype=float).reindex(idx).fillna(0).to_numpy()
         link_conf = _confidence_by_account(links, idx)
         structural = np.clip(0.35 * np.minimum(chain / 3.0, 1.0) + 0.35 * link_conf + 0.3 * np.where(role.to_numpy() == "upper_tier", features["retention"].clip(0, 1), pt), 0, 1)
         a = anomaly.to_numpy()
@@ -162,6 +163,8 @@ class RoleModel:
         out = pd.DataFrame({"role": role, "score": np.round(score, 4), "network_id": network}, index=idx)
         out["reasons"] = _reasons(features, links, out, s)
         out["chain_length"] = chain.astype(int)
+        out["flow_position"] = _flow_position(members, idx)
+        out["betweenness"] = pd.Series(nx.betweenness_centrality(members, weight=None), dtype=float).reindex(idx).fillna(0).round(4).to_numpy()
         out["anomaly"] = np.round(a, 4)
         return out
 
@@ -183,6 +186,17 @@ class RoleModel:
     def predict(self) -> pd.Series:
         """Roles of the fitted accounts (the model is transductive: it labels the graph it saw)."""
         return self.accounts_["role"]
+
+
+def _flow_position(members: nx.DiGraph, idx: pd.Index) -> np.ndarray:
+    """Depth in the flow hierarchy of a network: source (only sends), middle, sink (only receives).
+
+    Betweenness and position are computed on the suspected networks only: exact betweenness over
+    a whole population is far too slow and says little about accounts outside any chain.
+    """
+    position = {v: ("middle" if members.in_degree(v) and members.out_degree(v) else "source" if members.out_degree(v) else "sink")
+                for v in members}
+    return pd.Series(idx.map(position), index=idx, dtype=object).fillna("none").to_numpy()
 
 
 def _confidence_by_account(links: pd.DataFrame, idx: pd.Index) -> np.ndarray:
