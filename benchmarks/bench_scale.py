@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_scale.py                      # careful, 1e6,3e6,1e7 rows, 1 year
     .venv/bin/python benchmarks/bench_scale.py --sizes 1e6 --scenario cash_relay
     .venv/bin/python benchmarks/bench_scale.py --rows 1e8 --years 5  # the seed's 100M target (long!)
+    .venv/bin/python benchmarks/bench_scale.py --ref HEAD --max-gb 14  # a pinned commit, not the working tree
 
 For each size the scenario is generated once (parquet plus truth files) and cached under
 ``benchmarks/_data/scale_<scenario>_<accounts>a_<years>y_s<seed>/`` (git-ignored); accounts are
@@ -14,7 +15,10 @@ time. The parent polls ``/proc/PID/status`` (VmRSS, VmHWM) every 0.2 s and reads
 progress lines, so it knows the peak memory of every stage; after the child exits its
 ``ru_maxrss`` comes from ``os.wait4``. A child that exceeds ``--max-gb`` resident memory or
 ``--timeout`` seconds is killed and recorded with the stage it was in (larger sizes are then skipped).
-Per-stage seconds come from ``OUT/summary.json`` (``timings_seconds``); "write" is wall time minus
+``--ref COMMIT`` measures that commit's ``tracer/`` (exported with ``git archive`` into
+``_data/src_<sha>/`` and put first on the child's PYTHONPATH), so files being edited in the working
+tree do not change what is measured; without it the working tree is measured and its dirty files
+are recorded. Per-stage seconds come from ``OUT/summary.json`` (``timings_seconds``); "write" is wall time minus
 the stages (interpreter start-up, imports, writing the CSVs and the HTML map). Quality is
 ``tracer.evaluate.evaluate_dirs(DATA, OUT)``.
 
