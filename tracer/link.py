@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -58,6 +59,8 @@ class LinkOptions:
     """Per withdrawal and kind, keep the earliest this many matching deposits."""
     min_lag_seconds: float = 60.0
     """Lags shorter than this count as this long (bank timestamps are coarse)."""
+    block_withdrawals: int = 400_000
+    """Withdrawals per time block: candidates live one block at a time, so memory stays bounded."""
     max_q: float = 0.05
     """Links with a q-value above this are dropped from ``links`` (all remain in ``all_links``)."""
     protect_q: float = 0.01
@@ -85,37 +88,65 @@ def _base_rows(account: np.ndarray, amount: np.ndarray, t: np.ndarray) -> _Rows:
     return _Rows(account, amount, t, t, members)
 
 
-def _combos(base: _Rows, span: int, neighbours: int) -> _Rows:
-    """All sums of 2 or 3 rows of the same account within ``span`` seconds (virtual rows).
+def _combo_parts(base: _Rows, span: int, neighbours: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(order, i, j, l) index chunks of every 2- or 3-row sum of one account within ``span`` seconds.
 
-    Rows are taken among ``neighbours`` consecutive rows of the account in time order, so the
-    number of virtual rows is at most a small multiple of the base rows.
+    Rows are taken among ``neighbours`` consecutive rows of the account in time order (``order``
+    sorts by account then time; i < j < l index into it, l = -1 for pairs), so the number of sums
+    is at most a small multiple of the rows.
     """
     order = np.lexsort((base.t_first, base.account))
-    acc, amt, t = base.account[order], base.amount[order], base.t_first[order]
+    acc, t = base.account[order], base.t_first[order]
     n = len(order)
-    parts: list[tuple[np.ndarray, ...]] = []
     for k1 in range(1, neighbours + 1):
         i = np.arange(n - k1)
         j = i + k1
         ok = (acc[i] == acc[j]) & (t[j] - t[i] <= span)
         i, j = i[ok], j[ok]
-        parts.append((i, j, np.full_like(i, -1)))
+        yield order, i, j, np.full_like(i, -1)
         for k2 in range(k1 + 1, neighbours + 1):
             sel = i + k2 < n
             i3, j3 = i[sel], j[sel]
             l3 = i3 + k2
             ok3 = (acc[i3] == acc[l3]) & (t[l3] - t[i3] <= span)
-            parts.append((i3[ok3], j3[ok3], l3[ok3]))
-    i = np.concatenate([p[0] for p in parts]).astype(np.int64)
-    j = np.concatenate([p[1] for p in parts]).astype(np.int64)
-    l = np.concatenate([p[2] for p in parts]).astype(np.int64)
+            yield order, i3[ok3], j3[ok3], l3[ok3]
+
+
+def _combo_amounts(base: _Rows, span: int, neighbours: int) -> np.ndarray:
+    """Sorted amounts of all the sums :func:`_combos` would build (for population rates)."""
+    parts = [base.amount[o[i]] + base.amount[o[j]] + np.where(l >= 0, base.amount[o[np.maximum(l, 0)]], 0)
+             for o, i, j, l in _combo_parts(base, span, neighbours)]
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+
+
+def _combos(base: _Rows, span: int, neighbours: int) -> _Rows:
+    """All sums of 2 or 3 rows of the same account within ``span`` seconds, as virtual rows."""
+    chunks = list(_combo_parts(base, span, neighbours))
+    order = chunks[0][0] if chunks else np.empty(0, dtype=np.int64)
+    i = np.concatenate([c[1] for c in chunks]).astype(np.int64) if chunks else np.empty(0, dtype=np.int64)
+    j = np.concatenate([c[2] for c in chunks]).astype(np.int64) if chunks else np.empty(0, dtype=np.int64)
+    l = np.concatenate([c[3] for c in chunks]).astype(np.int64) if chunks else np.empty(0, dtype=np.int64)
+    acc, amt, t = base.account[order], base.amount[order], base.t_first[order]
     three = l >= 0
     l_safe = np.where(three, l, i)
     amount = amt[i] + amt[j] + np.where(three, amt[l_safe], 0)
     t_last = np.where(three, t[l_safe], t[j])
     members = np.stack([order[i], order[j], np.where(three, order[l_safe], -1)], axis=1).astype(np.int32)
     return _Rows(acc[i], amount, t[i], t_last, members)
+
+
+def _subset(rows: _Rows, idx: np.ndarray) -> _Rows:
+    """Base rows ``idx`` as a side of their own (members renumbered 0..len(idx)-1)."""
+    return _base_rows(rows.account[idx], rows.amount[idx], rows.t_first[idx])
+
+
+@dataclass
+class _Rates:
+    """Population counts behind the evidence, from all rows of an orientation (not one block)."""
+
+    deposits: np.ndarray  # sorted deposit amounts
+    split_sums: np.ndarray  # sorted amounts of 2-3-deposit sums
+    merges_per_withdrawal: float  # 2-3-withdrawal sums per withdrawal
 
 
 def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,8 +191,6 @@ def _count_in(sorted_values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.n
 
 @dataclass
 class _Candidates:
-    w: np.ndarray  # index into the withdrawal side used (base or virtual)
-    d: np.ndarray  # index into the deposit side used
     kind: np.ndarray  # int8 index into KINDS
     w_members: np.ndarray  # (n, 3) base withdrawal positions
     d_members: np.ndarray  # (n, 3) base deposit positions
@@ -188,34 +217,53 @@ class _Engine:
         self.n_withdrawals = n_withdrawals
         self.span = max(span_seconds, 1.0)
 
-    def candidates(self, W: _Rows, D: _Rows) -> _Candidates:
+    def rates(self, W: _Rows, D: _Rows) -> _Rates:
         o = self.opts
+        span = int(o.combo_span_hours * 3600)
+        split_sums = _combo_amounts(D, span, o.combo_neighbours) if o.splits else np.empty(0, dtype=np.int64)
+        n_merges = sum(len(c[1]) for c in _combo_parts(W, span, o.combo_neighbours)) if o.merges else 0
+        return _Rates(np.sort(D.amount), split_sums, n_merges / max(len(W), 1))
+
+    def candidates(self, W: _Rows, D: _Rows, rates: _Rates, own: np.ndarray | None = None) -> _Candidates:
+        """Candidates of every kind for the withdrawals flagged in ``own`` (default: all of W).
+
+        A merge belongs to the block that owns its earliest withdrawal, so that each withdrawal's
+        candidates of every kind come from one block.
+        """
+        o = self.opts
+        own = np.ones(len(W), dtype=bool) if own is None else own
+        if len(D) == 0 or not own.any():
+            return _no_candidates()
         out: list[_Candidates] = []
-        d_sorted_amounts = np.sort(D.amount)
+        d_sorted_amounts = rates.deposits
         # exact: key = amount itself (dense-ranked so the composite key cannot overflow)
         uniq = np.unique(D.amount)
         w_rank = np.searchsorted(uniq, W.amount)
-        present = (w_rank < len(uniq)) & (uniq[np.minimum(w_rank, len(uniq) - 1)] == W.amount)
+        present = (w_rank < len(uniq)) & (uniq[np.minimum(w_rank, len(uniq) - 1)] == W.amount) & own
         wi = np.flatnonzero(present)
         q, dj = candidate_pairs(w_rank[wi], W.t_first[wi], np.searchsorted(uniq, D.amount), D.t_first, self.window, o.max_candidates)
         exact_rate = _count_in(d_sorted_amounts, W.amount, W.amount) / self.span
         out.append(self._make(W, D, wi[q], dj, 0, exact_rate[wi[q]]))
         cash = (W.amount % o.cash_unit_cents == 0) & (W.amount >= o.min_cash_cents)
-        for subset, tol in ((cash, o.cut_tolerance), (~cash, o.fee_tolerance)):
+        for subset, tol in ((cash & own, o.cut_tolerance), (~cash & own, o.fee_tolerance)):
             if tol > 0 and subset.any():
                 out.append(self._cut(W, D, d_sorted_amounts, np.flatnonzero(subset), tol))
+        span = int(o.combo_span_hours * 3600)
         if o.splits:
-            V = _combos(D, int(o.combo_span_hours * 3600), o.combo_neighbours)
+            V = _combos(D, span, o.combo_neighbours)
             if len(V):
-                out.append(self._exact_virtual(W, V, kind=2, rate_source=np.sort(V.amount), rate_factor=1.0))
+                out.append(self._exact_virtual(_subset(W, np.flatnonzero(own)), V, kind=2, rate_source=rates.split_sums,
+                                               rate_factor=1.0, w_index=np.flatnonzero(own)))
         if o.merges:
-            V = _combos(W, int(o.combo_span_hours * 3600), o.combo_neighbours)
+            V = _combos(W, span, o.combo_neighbours)
+            V = _take_rows(V, np.flatnonzero(own[V.members[:, 0]]))
             if len(V):
-                per_row = len(V) / max(len(W), 1)
-                out.append(self._exact_virtual(V, D, kind=3, rate_source=d_sorted_amounts, rate_factor=per_row, virtual_w=True))
+                out.append(self._exact_virtual(V, D, kind=3, rate_source=d_sorted_amounts, rate_factor=rates.merges_per_withdrawal, virtual_w=True))
         return _concat(out)
 
-    def _exact_virtual(self, W: _Rows, D: _Rows, kind: int, rate_source: np.ndarray, rate_factor: float, virtual_w: bool = False) -> _Candidates:
+    def _exact_virtual(self, W: _Rows, D: _Rows, kind: int, rate_source: np.ndarray, rate_factor: float, virtual_w: bool = False,
+                       w_index: np.ndarray | None = None) -> _Candidates:
+        """Exact matches where one side is virtual; ``w_index`` maps a subset W back to the block's rows."""
         uniq = np.unique(D.amount)
         w_rank = np.searchsorted(uniq, W.amount)
         present = (w_rank < len(uniq)) & (uniq[np.minimum(w_rank, len(uniq) - 1)] == W.amount)
@@ -225,7 +273,10 @@ class _Engine:
         q, dj = candidate_pairs(w_rank[wi], w_time, np.searchsorted(uniq, D.amount), D.t_first, self.window, self.opts.max_candidates)
         wi = wi[q]
         rate = _count_in(rate_source, W.amount[wi], W.amount[wi]) * rate_factor / self.span
-        return self._make(W, D, wi, dj, kind, rate)
+        c = self._make(W, D, wi, dj, kind, rate)
+        if w_index is not None:
+            c.w_members = np.where(c.w_members >= 0, w_index[np.maximum(c.w_members, 0)], -1).astype(np.int32)
+        return c
 
     def _cut(self, W: _Rows, D: _Rows, d_sorted_amounts: np.ndarray, rows: np.ndarray, tol: float) -> _Candidates:
         """Deposits in [x(1 - tol), x) after withdrawals ``rows``: log-binned amounts, three bins."""
@@ -256,7 +307,7 @@ class _Engine:
         ok = (W.account[wi] != D.account[dj]) & (lag <= self.window)
         wi, dj, rate, lag = wi[ok], dj[ok], rate[ok], lag[ok]
         return _Candidates(
-            w=wi, d=dj, kind=np.full(len(wi), kind, dtype=np.int8),
+            kind=np.full(len(wi), kind, dtype=np.int8),
             w_members=W.members[wi], d_members=D.members[dj],
             source=W.account[wi], target=D.account[dj],
             amount_out=W.amount[wi], amount_in=D.amount[dj], lag=lag, rate=rate,
@@ -273,13 +324,10 @@ class _Engine:
         mu = self.share[c.target] * np.maximum(c.rate, 1.0 / self.span) * lag
         return -np.log(-np.expm1(-mu))
 
-    def pair_scores(self, pair: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray, kind: np.ndarray) -> pd.DataFrame:
-        """Per pair: summed evidence of its distinct withdrawals minus log C(N_a, n), N_a = a's withdrawals.
-
-        ``stratum`` is the family the pair's evidence belongs to, each with its own null: exact
-        amounts (exact, split, merge) or approximate ones (cut), times a single transfer or a
-        repeated relationship (one coincidence is common, the same pair again is not).
-        """
+    def pair_sums(self, pair: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray, kind: np.ndarray) -> pd.DataFrame:
+        """Per pair: evidence summed over its distinct withdrawals (each counted once, its strongest
+        candidate), the part of it from approximate (cut) matches, and the number of withdrawals.
+        Sums of disjoint sets of withdrawals add up, so blocks can be summed."""
         pair_code, pair_values = pd.factorize(pair)
         key = (pair_code.astype(np.int64) << 32) | withdrawal
         by_strength = np.argsort(-evidence, kind="stable")
@@ -289,23 +337,42 @@ class _Engine:
         best = order[first]
         best_pair = key[best] >> 32
         n_pairs = len(pair_values)
-        e_all = np.bincount(best_pair, weights=evidence[best], minlength=n_pairs)
-        e_cut = np.bincount(best_pair, weights=np.where(kind[best] == 1, evidence[best], 0.0), minlength=n_pairs)
-        per_pair = pd.DataFrame({
-            "e": e_all,
+        return pd.DataFrame({
+            "e": np.bincount(best_pair, weights=evidence[best], minlength=n_pairs),
+            "e_cut": np.bincount(best_pair, weights=np.where(kind[best] == 1, evidence[best], 0.0), minlength=n_pairs),
             "n": np.bincount(best_pair, minlength=n_pairs),
-            "a": (pair_values // len(self.share)).astype(np.int64),
-            "stratum": (2 * (e_cut > e_all - e_cut) + (np.bincount(best_pair, minlength=n_pairs) > 1)).astype(np.int8),
         }, index=pd.Index(pair_values, name="pair"))
+
+    def pair_scores(self, sums: pd.DataFrame) -> pd.DataFrame:
+        """Score = summed evidence - log C(N_a, n), N_a = a's withdrawals.
+
+        ``stratum`` is the family the pair's evidence belongs to, each with its own null: exact
+        amounts (exact, split, merge) or approximate ones (cut), times a single transfer or a
+        repeated relationship (one coincidence is common, the same pair again is not).
+        """
+        per_pair = sums.copy()
+        e_all, e_cut, n = per_pair["e"].to_numpy(), per_pair["e_cut"].to_numpy(), per_pair["n"].to_numpy().astype(np.float64)
+        per_pair["a"] = (per_pair.index.to_numpy() // len(self.share)).astype(np.int64)
+        per_pair["stratum"] = (2 * (e_cut > e_all - e_cut) + (n > 1)).astype(np.int8)
         n_a = self.n_withdrawals[per_pair["a"].to_numpy()].astype(np.float64)
-        n = per_pair["n"].to_numpy().astype(np.float64)
         log_choose = gammaln(n_a + 1) - gammaln(n + 1) - gammaln(np.maximum(n_a - n, 0) + 1)
-        per_pair["score"] = per_pair["e"].to_numpy() - log_choose
+        per_pair["score"] = e_all - log_choose
         return per_pair
 
 
 def _concat(parts: list[_Candidates]) -> _Candidates:
     return _Candidates(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in _Candidates.__dataclass_fields__})
+
+
+def _no_candidates() -> _Candidates:
+    empty = {f: np.empty(0, dtype=np.int64) for f in _Candidates.__dataclass_fields__}
+    empty["kind"] = np.empty(0, dtype=np.int8)
+    empty["w_members"] = empty["d_members"] = np.empty((0, 3), dtype=np.int32)
+    return _Candidates(**empty)
+
+
+def _take_rows(r: _Rows, idx: np.ndarray) -> _Rows:
+    return _Rows(r.account[idx], r.amount[idx], r.t_first[idx], r.t_last[idx], r.members[idx])
 
 
 def _take(c: _Candidates, idx: np.ndarray) -> _Candidates:
@@ -371,19 +438,78 @@ class _Orientation:
     n_candidates: int
 
 
+def _blocks(W: _Rows, D: _Rows, per_block: int, reach: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Time blocks of about ``per_block`` withdrawals: (withdrawal rows, which of them the block
+    owns, deposit rows). A block also sees the withdrawals and deposits up to ``reach`` seconds
+    after its end, for merges and lags that cross into the next block."""
+    w_order = np.argsort(W.t_first, kind="stable")
+    w_sorted = W.t_first[w_order]
+    d_order = np.argsort(D.t_first, kind="stable")
+    d_sorted = D.t_first[d_order]
+    starts = np.unique(w_sorted[::max(per_block, 1)])
+    ends = np.append(starts[1:], w_sorted[-1] + 1 if len(w_sorted) else 0)
+    for b0, b1 in zip(starts, ends):
+        lo, hi = np.searchsorted(w_sorted, [b0, b1 + reach])
+        w_idx = w_order[lo:hi]
+        own = W.t_first[w_idx] < b1
+        dlo, dhi = np.searchsorted(d_sorted, [b0, b1 + 2 * reach])
+        yield w_idx, own, d_order[dlo:dhi]
+
+
+def _block_candidates(engine: _Engine, W: _Rows, D: _Rows, rates: _Rates, w_idx, own, d_idx) -> _Candidates:
+    """One block's candidates, with member rows numbered as in the whole orientation."""
+    c = engine.candidates(_subset(W, w_idx), _subset(D, d_idx), rates, own)
+    c.w_members = np.where(c.w_members >= 0, w_idx[np.maximum(c.w_members, 0)], -1).astype(np.int32)
+    c.d_members = np.where(c.d_members >= 0, d_idx[np.maximum(c.d_members, 0)], -1).astype(np.int32)
+    return c
+
+
 def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _Orientation:
-    cands = engine.candidates(W, D)
-    e = engine.evidence(cands)
-    pair = cands.source.astype(np.int64) * n_accounts + cands.target
-    w_key = cands.w_members[:, 0]
-    support = engine.pair_scores(pair, w_key, e, cands.kind)["score"]
-    boost = np.maximum(support.reindex(pair).to_numpy(), 0.0)
-    chosen = assign(cands.w_members, cands.d_members, e + boost)
-    t = _take(cands, chosen)
-    e_t = e[chosen]
-    pair_t = pair[chosen]
-    pairs = engine.pair_scores(pair_t, t.w_members[:, 0], e_t, t.kind)
-    return _Orientation(t, e_t, pairs, len(e))
+    """Candidates, evidence, assignment and pair scores, streamed through time blocks.
+
+    Pass 1 sums each pair's support over all blocks (it steers the assignment towards pairs that
+    repeat); pass 2 assigns block by block, rows used by earlier blocks being unavailable. Only
+    one block's candidates are in memory at a time; the rates behind the evidence are global.
+    """
+    rates = engine.rates(W, D)
+    reach = engine.window + int(engine.opts.combo_span_hours * 3600)
+    blocks = list(_blocks(W, D, engine.opts.block_withdrawals, reach))
+    sums: list[pd.DataFrame] = []
+    n_candidates = 0
+    for w_idx, own, d_idx in blocks:
+        c = _block_candidates(engine, W, D, rates, w_idx, own, d_idx)
+        n_candidates += len(c.kind)
+        sums.append(engine.pair_sums(c.source.astype(np.int64) * n_accounts + c.target, c.w_members[:, 0], engine.evidence(c), c.kind))
+    support = engine.pair_scores(pd.concat(sums).groupby(level=0).sum())["score"] if sums else pd.Series(dtype=float)
+    used_w = np.zeros(len(W), dtype=bool)
+    used_d = np.zeros(len(D), dtype=bool)
+    kept: list[_Candidates] = []
+    kept_e: list[np.ndarray] = []
+    owned = np.zeros(len(W), dtype=bool)
+    for w_idx, own, d_idx in blocks:
+        # the block's own withdrawals plus a halo (the next ``reach`` seconds) compete for the
+        # deposits, as in one global assignment; only the owned withdrawals' transfers are kept,
+        # the halo is assigned for real by the next block
+        c = _block_candidates(engine, W, D, rates, w_idx, np.ones(len(w_idx), dtype=bool), d_idx)
+        free = ~np.where(c.d_members >= 0, used_d[np.maximum(c.d_members, 0)], False).any(axis=1)
+        free &= ~np.where(c.w_members >= 0, used_w[np.maximum(c.w_members, 0)], False).any(axis=1)
+        c = _take(c, np.flatnonzero(free))
+        e = engine.evidence(c)
+        pair = c.source.astype(np.int64) * n_accounts + c.target
+        chosen = assign(c.w_members, c.d_members, e + np.maximum(support.reindex(pair).to_numpy(), 0.0))
+        owned[:] = False
+        owned[w_idx[own]] = True
+        chosen = chosen[owned[c.w_members[chosen, 0]]]
+        c, e = _take(c, chosen), e[chosen]
+        used_w[c.w_members[c.w_members >= 0]] = True
+        used_d[c.d_members[c.d_members >= 0]] = True
+        kept.append(c)
+        kept_e.append(e)
+    t = _concat(kept) if kept else _no_candidates()
+    e_t = np.concatenate(kept_e) if kept_e else np.empty(0)
+    pair_t = t.source.astype(np.int64) * n_accounts + t.target
+    pairs = engine.pair_scores(engine.pair_sums(pair_t, t.w_members[:, 0], e_t, t.kind))
+    return _Orientation(t, e_t, pairs, n_candidates)
 
 
 def expected_null_above(scores: np.ndarray, decoy: np.ndarray, tail_fraction: float = 0.01, min_tail: int = 25) -> np.ndarray:
