@@ -476,8 +476,10 @@ def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _O
     blocks = list(_blocks(W, D, engine.opts.block_withdrawals, reach))
     sums: list[pd.DataFrame] = []
     n_candidates = 0
+    single = None  # with one block, pass 2 reuses pass 1's candidates
     for w_idx, own, d_idx in blocks:
         c = _block_candidates(engine, W, D, rates, w_idx, own, d_idx)
+        single = c if len(blocks) == 1 else None
         n_candidates += len(c.kind)
         sums.append(engine.pair_sums(c.source.astype(np.int64) * n_accounts + c.target, c.w_members[:, 0], engine.evidence(c), c.kind))
     support = engine.pair_scores(pd.concat(sums).groupby(level=0).sum())["score"] if sums else pd.Series(dtype=float)
@@ -490,7 +492,7 @@ def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _O
         # the block's own withdrawals plus a halo (the next ``reach`` seconds) compete for the
         # deposits, as in one global assignment; only the owned withdrawals' transfers are kept,
         # the halo is assigned for real by the next block
-        c = _block_candidates(engine, W, D, rates, w_idx, np.ones(len(w_idx), dtype=bool), d_idx)
+        c = single if single is not None else _block_candidates(engine, W, D, rates, w_idx, np.ones(len(w_idx), dtype=bool), d_idx)
         free = ~np.where(c.d_members >= 0, used_d[np.maximum(c.d_members, 0)], False).any(axis=1)
         free &= ~np.where(c.w_members >= 0, used_w[np.maximum(c.w_members, 0)], False).any(axis=1)
         c = _take(c, np.flatnonzero(free))
