@@ -285,7 +285,7 @@ class _Engine:
         base = min(d_bin.min(initial=0), w_bin.min(initial=0)) - 2
         parts_w, parts_d = [], []
         for shift in (0, 1):  # [x(1 - tol), x) spans the withdrawal's bin and the one below
-            q, dj = candidate_pairs(w_bin - shift - base, W.t_first[rows], d_bin - base, D.t_first, self.window, 4 * self.opts.max_candidates)
+            q, dj = candidate_pairs(w_bin - shift - base, W.t_first[rows], d_bin - base, D.t_first, self.window, 2 * self.opts.max_candidates)
             parts_w.append(rows[q])
             parts_d.append(dj)
         wi, dj = np.concatenate(parts_w), np.concatenate(parts_d)
