@@ -47,27 +47,30 @@ def _options(args: argparse.Namespace) -> dict:
             "splits": not args.no_splits, "merges": not args.no_merges}
 
 
+def _analyse_file(args: argparse.Namespace):
+    """Load the transactions file named by ``args.input`` and run the whole analysis."""
+    from tracer.analysis import analyze
+    from tracer.load import load_transactions
+
+    if not args.quiet:
+        print(f"tracer {__version__}: analysing {args.input}", file=sys.stderr)
+    loaded = load_transactions(args.input, **_mapping(args))
+    return analyze(loaded, seeds=tuple(args.seed_account), verbose=not args.quiet, **_options(args))
+
+
 def _run_analysis(args: argparse.Namespace):
     """An Analysis from a transactions file, or reloaded from a previous ``tracer analyze`` folder."""
-    from tracer.analysis import Analysis, analyze
-    from tracer.load import load_transactions
+    from tracer.analysis import Analysis
 
     source = Path(args.input)
     if source.is_dir() and (source / "summary.json").exists():
         print(f"reusing the analysis in {source}", file=sys.stderr)
         return Analysis.read(source)
-    loaded = load_transactions(source, **_mapping(args))
-    return analyze(loaded, seeds=tuple(args.seed_account), verbose=not args.quiet, **_options(args))
+    return _analyse_file(args)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from tracer.load import load_transactions
-    from tracer.analysis import analyze
-
-    if not args.quiet:
-        print(f"tracer {__version__}: analysing {args.input}", file=sys.stderr)
-    loaded = load_transactions(args.input, **_mapping(args))
-    analysis = analyze(loaded, seeds=tuple(args.seed_account), verbose=not args.quiet, **_options(args))
+    analysis = _analyse_file(args)
     paths = analysis.write(args.out)
     s = analysis.summary
     print(f"rows: {s['rows_in']:,} in, {s['rows_analyzed']:,} analysed, {s['rows_rejected']:,} rejected")
