@@ -12,10 +12,15 @@ def _temp_beside(target: Path) -> str:
     """A fresh temporary file next to ``target`` with the permissions a plain open() would give."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
+    os.chmod(tmp_name, 0o666 & ~current_umask())
+    return tmp_name
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0)
     os.umask(mask)
-    os.chmod(tmp_name, 0o666 & ~mask)
-    return tmp_name
+    return mask
 
 
 @contextlib.contextmanager

@@ -15,13 +15,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 
 from tracer import __version__
+from tracer._io import current_umask
 from tracer.features import account_features
 from tracer.graph import build_graph
 from tracer.link import LINK_COLUMNS, LinkOptions, infer_links
@@ -162,7 +163,7 @@ class Analysis:
         out = Path(out_dir)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-        staging.chmod(0o777 & ~_umask())
+        staging.chmod(0o777 & ~current_umask())
         try:
             self.accounts.to_csv(staging / "accounts.csv", index=False)
             self.links.to_csv(staging / "links.csv", index=False)
@@ -205,12 +206,6 @@ class Analysis:
         return f"Analysis({s['accounts']} accounts, {s['links']} links, {s['networks']} networks, roles={s['roles']})"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _swap_in(staging: Path, out: Path) -> None:
     """Replace ``out`` by ``staging`` with renames only; an old ``out`` is removed after the swap."""
     old = None
@@ -230,8 +225,7 @@ def _graph(accounts: pd.DataFrame, links: pd.DataFrame) -> nx.DiGraph:
 
 
 def analyze(source: str | os.PathLike | pd.DataFrame | LoadResult, *, seeds: tuple[str, ...] = (), labels: pd.Series | None = None,
-            verbose: bool = False, min_pass_through: float = 0.5, holding_hours: float = 72.0,
-            progress: Callable[[str], None] | None = None, **link_options) -> Analysis:
+            verbose: bool = False, min_pass_through: float = 0.5, holding_hours: float = 72.0, **link_options) -> Analysis:
     """Run the whole job on a file, a DataFrame (seed schema) or an already loaded result.
 
     ``seeds``: accounts an analyst knows to be criminal (their network is followed from them);
