@@ -253,3 +253,16 @@ def test_result_columns_have_numeric_and_time_dtypes():
     assert pd.api.types.is_datetime64_any_dtype(result.transfers["first_time"])
     for col in ("total_amount", "median_lag_hours", "score", "q_value"):
         assert pd.api.types.is_float_dtype(result.links[col]), col
+
+
+def test_huge_amounts_still_match_exactly():
+    """Amounts too large for the cents-as-key fast path fall back to dense ranks."""
+    rng = np.random.default_rng(12)
+    big = 9_000_000_000_00  # $9 billion, beyond 2**33 cents
+    rows = background(rng, n_rows=2_000)
+    rows += [("BIGSOURCE", -(big + i), i * 7 * DAY + 50) for i in range(12)]
+    rows += [("BIGTARGET", big + i, i * 7 * DAY + 900) for i in range(12)]
+    result = infer_links(frame(rows))
+    found = set(zip(result.links.source, result.links.target))
+    assert ("BIGSOURCE", "BIGTARGET") in found
+    assert (result.transfers.loc[result.transfers.source == "BIGSOURCE", "kind"] == "exact").all()

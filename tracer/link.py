@@ -236,12 +236,14 @@ class _Engine:
             return _no_candidates()
         out: list[_Candidates] = []
         d_sorted_amounts = rates.deposits
-        # exact: key = amount itself (dense-ranked so the composite key cannot overflow)
-        uniq = np.unique(D.amount)
-        w_rank = np.searchsorted(uniq, W.amount)
-        present = (w_rank < len(uniq)) & (uniq[np.minimum(w_rank, len(uniq) - 1)] == W.amount) & own
-        wi = np.flatnonzero(present)
-        q, dj = candidate_pairs(w_rank[wi], W.t_first[wi], np.searchsorted(uniq, D.amount), D.t_first, self.window, o.max_candidates)
+        # exact: the key is the amount in cents, or its dense rank when cents would overflow the
+        # composite key (amounts of $85.9M and more)
+        wi = np.flatnonzero(own)
+        w_key, d_key = W.amount[wi], D.amount
+        if max(w_key.max(initial=0), d_key.max(initial=0)) >= 2 ** (63 - _TIME_BITS):
+            uniq = np.unique(d_key)
+            w_key, d_key = np.searchsorted(uniq, w_key), np.searchsorted(uniq, d_key)
+        q, dj = candidate_pairs(w_key, W.t_first[wi], d_key, D.t_first, self.window, o.max_candidates)
         exact_rate = _count_in(d_sorted_amounts, W.amount, W.amount) / self.span
         out.append(self._make(W, D, wi[q], dj, 0, exact_rate[wi[q]]))
         cash = (W.amount % o.cash_unit_cents == 0) & (W.amount >= o.min_cash_cents)
