@@ -483,7 +483,14 @@ def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _O
         c = _block_candidates(engine, W, D, rates, w_idx, own, d_idx)
         single = c if len(blocks) == 1 else None
         n_candidates += len(c.kind)
-        sums.append(engine.pair_sums(c.source.astype(np.int64) * n_accounts + c.target, c.w_members[:, 0], engine.evidence(c), c.kind))
+        part = engine.pair_sums(c.source.astype(np.int64) * n_accounts + c.target, c.w_members[:, 0], engine.evidence(c), c.kind)
+        if len(blocks) > 1:
+            # most pairs are one coincidence; only pairs that repeat within the block, or whose one
+            # match beats the union-bound penalty on its own, can end with positive support, so
+            # the others are not carried (this keeps pass 1's memory near the blocks' size)
+            n_a = np.maximum(engine.n_withdrawals[part.index.to_numpy() // n_accounts], 1)
+            part = part[(part["n"].to_numpy() > 1) | (part["e"].to_numpy() > np.log(n_a))]
+        sums.append(part)
     support = engine.pair_scores(pd.concat(sums).groupby(level=0).sum())["score"] if sums else pd.Series(dtype=float)
     used_w = np.zeros(len(W), dtype=bool)
     used_d = np.zeros(len(D), dtype=bool)
