@@ -266,3 +266,19 @@ def test_huge_amounts_still_match_exactly():
     found = set(zip(result.links.source, result.links.target))
     assert ("BIGSOURCE", "BIGTARGET") in found
     assert (result.transfers.loc[result.transfers.source == "BIGSOURCE", "kind"] == "exact").all()
+
+
+def test_blocks_give_the_same_links_as_one_block():
+    rng = np.random.default_rng(13)
+    rows = background(rng, n_rows=12_000)
+    rows += weekly_flow(rng, "P", "Q", 40, lambda: rng.integers(10_000, 90_000), lambda: rng.integers(60, 30 * 3600))
+    tx = frame(rows)
+    one = infer_links(tx, block_withdrawals=10**9)
+    many = infer_links(tx, block_withdrawals=500)
+    assert ("P", "Q") in set(zip(many.links.source, many.links.target))
+    assert set(zip(one.links.source, one.links.target)) == set(zip(many.links.source, many.links.target))
+
+
+def test_invalid_options_are_refused():
+    with pytest.raises(ValueError):
+        infer_links(frame([("A", -100, 0), ("B", 100, 60)]), block_withdrawals=0)

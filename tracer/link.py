@@ -59,12 +59,21 @@ class LinkOptions:
     """Per withdrawal and kind, keep the earliest this many matching deposits."""
     min_lag_seconds: float = 60.0
     """Lags shorter than this count as this long (bank timestamps are coarse)."""
-    block_withdrawals: int = 400_000
-    """Withdrawals per time block: candidates live one block at a time, so memory stays bounded."""
+    block_withdrawals: int | None = None
+    """Withdrawals per time block (candidates live one block at a time); None sizes blocks so each
+    holds about ``block_candidates`` candidates, measured on a probe of the data."""
+    block_candidates: int = 8_000_000
+    """Candidate budget of one block when ``block_withdrawals`` is None (~300 bytes each at peak)."""
     max_q: float = 0.05
     """Links with a q-value above this are dropped from ``links`` (all remain in ``all_links``)."""
     protect_q: float = 0.01
     """Rows of links this confident in a first pass are kept out of the mirrored (null) run."""
+
+    def __post_init__(self) -> None:
+        if self.block_withdrawals is not None and self.block_withdrawals < 1:
+            raise ValueError("block_withdrawals must be a positive number of withdrawals, or None for automatic blocks")
+        if self.window_hours <= 0 or self.max_candidates < 1 or not 0 < self.max_q <= 1:
+            raise ValueError("window_hours and max_candidates must be positive and max_q in (0, 1]")
 
 
 @dataclass
@@ -458,6 +467,27 @@ def _blocks(W: _Rows, D: _Rows, per_block: int, reach: int) -> Iterator[tuple[np
         yield w_idx, own, d_order[dlo:dhi]
 
 
+def _block_size(engine: _Engine, W: _Rows, D: _Rows, rates: _Rates, reach: int, probe: int = 20_000) -> int:
+    """Withdrawals per block: as configured, or what fits the candidate budget at this density.
+
+    Density (how many same-amount deposits each withdrawal finds) decides the candidate count, so
+    the budget is turned into withdrawals by counting candidates in a probe block from the middle
+    of the data.
+    """
+    opts = engine.opts
+    if opts.block_withdrawals is not None:
+        return opts.block_withdrawals
+    if len(W) <= probe:
+        return max(len(W), 1)
+    order = np.argsort(W.t_first, kind="stable")
+    middle = order[len(order) // 2 - probe // 2:len(order) // 2 + probe // 2]
+    t0, t1 = W.t_first[middle].min(), W.t_first[middle].max()
+    d_idx = np.flatnonzero((D.t_first >= t0) & (D.t_first <= t1 + 2 * reach))
+    n = len(engine.candidates(_subset(W, middle), _subset(D, d_idx), rates).kind)
+    per_withdrawal = max(n / len(middle), 1.0)
+    return int(np.clip(opts.block_candidates / per_withdrawal, 20_000, 2_000_000))
+
+
 def _block_candidates(engine: _Engine, W: _Rows, D: _Rows, rates: _Rates, w_idx, own, d_idx) -> _Candidates:
     """One block's candidates, with member rows numbered as in the whole orientation."""
     c = engine.candidates(_subset(W, w_idx), _subset(D, d_idx), rates, own)
@@ -475,7 +505,7 @@ def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _O
     """
     rates = engine.rates(W, D)
     reach = engine.window + int(engine.opts.combo_span_hours * 3600)
-    blocks = list(_blocks(W, D, engine.opts.block_withdrawals, reach))
+    blocks = list(_blocks(W, D, _block_size(engine, W, D, rates, reach), reach))
     sums: list[pd.DataFrame] = []
     n_candidates = 0
     single = None  # with one block, pass 2 reuses pass 1's candidates
