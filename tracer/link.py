@@ -515,11 +515,10 @@ def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _O
         n_candidates += len(c.kind)
         part = engine.pair_sums(c.source.astype(np.int64) * n_accounts + c.target, c.w_members[:, 0], engine.evidence(c), c.kind)
         if len(blocks) > 1:
-            # most pairs are one coincidence; only pairs that repeat within the block, or whose one
-            # match beats the union-bound penalty on its own, can end with positive support, so
-            # the others are not carried (this keeps pass 1's memory near the blocks' size)
-            n_a = np.maximum(engine.n_withdrawals[part.index.to_numpy() // n_accounts], 1)
-            part = part[(part["n"].to_numpy() > 1) | (part["e"].to_numpy() > np.log(n_a))]
+            # most pairs are one coincidence: only pairs that repeat within a block are carried
+            # across blocks (which keeps pass 1's memory near a block's); the others get their
+            # support from their own block in pass 2
+            part = part[part["n"].to_numpy() > 1]
         sums.append(part)
     support = engine.pair_scores(pd.concat(sums).groupby(level=0).sum())["score"] if sums else pd.Series(dtype=float)
     used_w = np.zeros(len(W), dtype=bool)
@@ -537,7 +536,12 @@ def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _O
         c = _take(c, np.flatnonzero(free))
         e = engine.evidence(c)
         pair = c.source.astype(np.int64) * n_accounts + c.target
-        chosen = assign(c.w_members, c.d_members, e + np.maximum(support.reindex(pair).to_numpy(), 0.0))
+        boost = support.reindex(pair).to_numpy(copy=True)
+        local = np.isnan(boost)
+        if local.any():
+            block_support = engine.pair_scores(engine.pair_sums(pair[local], c.w_members[local, 0], e[local], c.kind[local]))["score"]
+            boost[local] = block_support.reindex(pair[local]).to_numpy()
+        chosen = assign(c.w_members, c.d_members, e + np.maximum(boost, 0.0))
         owned[:] = False
         owned[w_idx[own]] = True
         chosen = chosen[owned[c.w_members[chosen, 0]]]
