@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Iterator
 
 import networkx as nx
-import numpy as np
 import pandas as pd
 
 from tracer import __version__
@@ -238,9 +237,8 @@ def analyze(source: str | os.PathLike | pd.DataFrame | LoadResult, *, seeds: tup
     tx = loaded.transactions
     with stages.stage("link inference"):
         linked = infer_links(tx, **link_options)
-    confident = set(zip(linked.links["source"], linked.links["target"]))
     transfers = linked.transfers
-    on_link = pd.Series(list(zip(transfers["source"], transfers["target"])), dtype=object).isin(confident).to_numpy() if len(transfers) else np.zeros(0, bool)
+    on_link = (transfers["link_q_value"] <= linked.options.max_q).to_numpy()  # transfers of confident links
     with stages.stage("features"):
         features = account_features(tx, linked.links, transfers[on_link], holding_hours=holding_hours)
     with stages.stage("roles"):

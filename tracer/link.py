@@ -496,6 +496,11 @@ def _block_candidates(engine: _Engine, W: _Rows, D: _Rows, rates: _Rates, w_idx,
     return c
 
 
+def _touches(members: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Per candidate: does any of its (up to 3, -1 padded) rows appear in ``used``?"""
+    return np.where(members >= 0, used[np.maximum(members, 0)], False).any(axis=1)
+
+
 def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _Orientation:
     """Candidates, evidence, assignment and pair scores, streamed through time blocks.
 
@@ -508,12 +513,13 @@ def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _O
     blocks = list(_blocks(W, D, _block_size(engine, W, D, rates, reach), reach))
     sums: list[pd.DataFrame] = []
     n_candidates = 0
-    single = None  # with one block, pass 2 reuses pass 1's candidates
+    single = None  # with one block, pass 2 reuses pass 1's candidates and their evidence
     for w_idx, own, d_idx in blocks:
         c = _block_candidates(engine, W, D, rates, w_idx, own, d_idx)
-        single = c if len(blocks) == 1 else None
+        e = engine.evidence(c)
+        single = (c, e) if len(blocks) == 1 else None
         n_candidates += len(c.kind)
-        part = engine.pair_sums(c.source.astype(np.int64) * n_accounts + c.target, c.w_members[:, 0], engine.evidence(c), c.kind)
+        part = engine.pair_sums(c.source.astype(np.int64) * n_accounts + c.target, c.w_members[:, 0], e, c.kind)
         if len(blocks) > 1:
             # most pairs are one coincidence: only pairs that repeat within a block are carried
             # across blocks (which keeps pass 1's memory near a block's); the others get their
@@ -530,11 +536,13 @@ def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _O
         # the block's own withdrawals plus a halo (the next ``reach`` seconds) compete for the
         # deposits, as in one global assignment; only the owned withdrawals' transfers are kept,
         # the halo is assigned for real by the next block
-        c = single if single is not None else _block_candidates(engine, W, D, rates, w_idx, np.ones(len(w_idx), dtype=bool), d_idx)
-        free = ~np.where(c.d_members >= 0, used_d[np.maximum(c.d_members, 0)], False).any(axis=1)
-        free &= ~np.where(c.w_members >= 0, used_w[np.maximum(c.w_members, 0)], False).any(axis=1)
-        c = _take(c, np.flatnonzero(free))
-        e = engine.evidence(c)
+        if single is not None:
+            c, e = single
+        else:
+            c = _block_candidates(engine, W, D, rates, w_idx, np.ones(len(w_idx), dtype=bool), d_idx)
+            e = engine.evidence(c)
+        free = np.flatnonzero(~(_touches(c.w_members, used_w) | _touches(c.d_members, used_d)))
+        c, e = _take(c, free), e[free]
         pair = c.source.astype(np.int64) * n_accounts + c.target
         boost = support.reindex(pair).to_numpy(copy=True)
         local = np.isnan(boost)
@@ -546,7 +554,7 @@ def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _O
         owned[w_idx[own]] = True
         chosen = chosen[owned[c.w_members[chosen, 0]]]
         c, e = _take(c, chosen), e[chosen]
-        used_w[c.w_members[c.w_members >= 0]] = True
+        used_w[c.w_members[c.w_members >= 0]] = True  # -1 pads the parts of singles
         used_d[c.d_members[c.d_members >= 0]] = True
         kept.append(c)
         kept_e.append(e)
