@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numba
 import numpy as np
 import pandas as pd
 from scipy.special import gammaln
@@ -150,11 +151,34 @@ def _subset(rows: _Rows, idx: np.ndarray) -> _Rows:
 
 
 @dataclass
-class _Rates:
+class Counts:
+    """How many values of a population lie in an amount range: distinct values and running counts
+    (compact enough to broadcast to every partition of a distributed run)."""
+
+    values: np.ndarray  # sorted distinct int64 amounts
+    cumulative: np.ndarray  # cumulative[i] = how many values are < values[i]; one extra entry: the total
+
+    @classmethod
+    def of(cls, amounts: np.ndarray) -> "Counts":
+        values, counts = np.unique(amounts, return_counts=True)
+        return cls.from_counts(values, counts)
+
+    @classmethod
+    def from_counts(cls, values: np.ndarray, counts: np.ndarray) -> "Counts":
+        order = np.argsort(values, kind="stable")
+        return cls(np.asarray(values, dtype=np.int64)[order], np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64)[order])]))
+
+    def between(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """How many values lie in [lo, hi]."""
+        return self.cumulative[np.searchsorted(self.values, hi, side="right")] - self.cumulative[np.searchsorted(self.values, lo, side="left")]
+
+
+@dataclass
+class Rates:
     """Population counts behind the evidence, from all rows of an orientation (not one block)."""
 
-    deposits: np.ndarray  # sorted deposit amounts
-    split_sums: np.ndarray  # sorted amounts of 2-3-deposit sums
+    deposits: Counts  # deposit amounts
+    split_sums: Counts  # amounts of 2-3-deposit sums (:func:`_combo_amounts`)
     merges_per_withdrawal: float  # 2-3-withdrawal sums per withdrawal
 
 
@@ -193,11 +217,6 @@ def candidate_pairs(
     return w_order[query], order[pos]
 
 
-def _count_in(sorted_values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """How many of ``sorted_values`` lie in [lo, hi]."""
-    return np.searchsorted(sorted_values, hi, side="right") - np.searchsorted(sorted_values, lo, side="left")
-
-
 @dataclass
 class _Candidates:
     kind: np.ndarray  # int8 index into KINDS
@@ -216,24 +235,37 @@ def _cut_bins(amount: np.ndarray, tol: float) -> np.ndarray:
     return np.floor(np.log(amount.astype(np.float64)) / -np.log1p(-tol)).astype(np.int64)
 
 
-class _Engine:
-    """One run of candidate search + evidence + assignment on one time orientation."""
+class LinkEngine:
+    """Candidate search, evidence and pair scores with the global quantities they need: per-account
+    deposit shares and withdrawal counts and the data's time span (small: one entry per account,
+    so a distributed engine broadcasts the whole object)."""
 
     def __init__(self, opts: LinkOptions, account_share: np.ndarray, n_withdrawals: np.ndarray, span_seconds: float):
         self.opts = opts
         self.window = int(round(opts.window_hours * 3600))
+        self.reach = self.window + int(opts.combo_span_hours * 3600)
         self.share = account_share
         self.n_withdrawals = n_withdrawals
         self.span = max(span_seconds, 1.0)
 
-    def rates(self, W: _Rows, D: _Rows) -> _Rates:
+    def pair_code(self, c: _Candidates) -> np.ndarray:
+        """One int64 per (source, target) account pair."""
+        return c.source.astype(np.int64) * len(self.share) + c.target
+
+    def sum_pairs(self, parts: list[pd.DataFrame]) -> pd.DataFrame:
+        """Add up :meth:`pair_sums` of disjoint sets of withdrawals (e.g. the blocks')."""
+        if not parts:
+            return pd.DataFrame({"e": [], "e_cut": [], "n": []}, index=pd.Index([], dtype=np.int64, name="pair"))
+        return pd.concat(parts).groupby(level=0).sum()
+
+    def rates(self, W: _Rows, D: _Rows) -> Rates:
         o = self.opts
         span = int(o.combo_span_hours * 3600)
         split_sums = _combo_amounts(D, span, o.combo_neighbours) if o.splits else np.empty(0, dtype=np.int64)
         n_merges = sum(len(c[1]) for c in _combo_parts(W, span, o.combo_neighbours)) if o.merges else 0
-        return _Rates(np.sort(D.amount), split_sums, n_merges / max(len(W), 1))
+        return Rates(Counts.of(D.amount), Counts.of(split_sums), n_merges / max(len(W), 1))
 
-    def candidates(self, W: _Rows, D: _Rows, rates: _Rates, own: np.ndarray | None = None) -> _Candidates:
+    def candidates(self, W: _Rows, D: _Rows, rates: Rates, own: np.ndarray | None = None) -> _Candidates:
         """Candidates of every kind for the withdrawals flagged in ``own`` (default: all of W).
 
         A merge belongs to the block that owns its earliest withdrawal, so that each withdrawal's
@@ -244,7 +276,7 @@ class _Engine:
         if len(D) == 0 or not own.any():
             return _no_candidates()
         out: list[_Candidates] = []
-        d_sorted_amounts = rates.deposits
+        deposit_counts = rates.deposits
         # exact: the key is the amount in cents, or its dense rank when cents would overflow the
         # composite key (amounts of $85.9M and more)
         wi = np.flatnonzero(own)
@@ -253,12 +285,12 @@ class _Engine:
             uniq = np.unique(d_key)
             w_key, d_key = np.searchsorted(uniq, w_key), np.searchsorted(uniq, d_key)
         q, dj = candidate_pairs(w_key, W.t_first[wi], d_key, D.t_first, self.window, o.max_candidates)
-        exact_rate = _count_in(d_sorted_amounts, W.amount, W.amount) / self.span
+        exact_rate = deposit_counts.between(W.amount, W.amount) / self.span
         out.append(self._make(W, D, wi[q], dj, 0, exact_rate[wi[q]]))
         cash = (W.amount % o.cash_unit_cents == 0) & (W.amount >= o.min_cash_cents)
         for subset, tol in ((cash & own, o.cut_tolerance), (~cash & own, o.fee_tolerance)):
             if tol > 0 and subset.any():
-                out.append(self._cut(W, D, d_sorted_amounts, np.flatnonzero(subset), tol))
+                out.append(self._cut(W, D, deposit_counts, np.flatnonzero(subset), tol))
         span = int(o.combo_span_hours * 3600)
         if o.splits:
             V = _combos(D, span, o.combo_neighbours)
@@ -269,10 +301,10 @@ class _Engine:
             V = _combos(W, span, o.combo_neighbours)
             V = _take_rows(V, np.flatnonzero(own[V.members[:, 0]]))
             if len(V):
-                out.append(self._exact_virtual(V, D, kind=3, rate_source=d_sorted_amounts, rate_factor=rates.merges_per_withdrawal, virtual_w=True))
+                out.append(self._exact_virtual(V, D, kind=3, rate_source=deposit_counts, rate_factor=rates.merges_per_withdrawal, virtual_w=True))
         return _concat(out)
 
-    def _exact_virtual(self, W: _Rows, D: _Rows, kind: int, rate_source: np.ndarray, rate_factor: float, virtual_w: bool = False,
+    def _exact_virtual(self, W: _Rows, D: _Rows, kind: int, rate_source: Counts, rate_factor: float, virtual_w: bool = False,
                        w_index: np.ndarray | None = None) -> _Candidates:
         """Exact matches where one side is virtual; ``w_index`` maps a subset W back to the block's rows."""
         uniq = np.unique(D.amount)
@@ -283,13 +315,13 @@ class _Engine:
         w_time = W.t_last[wi] if virtual_w else W.t_first[wi]
         q, dj = candidate_pairs(w_rank[wi], w_time, np.searchsorted(uniq, D.amount), D.t_first, self.window, self.opts.max_candidates)
         wi = wi[q]
-        rate = _count_in(rate_source, W.amount[wi], W.amount[wi]) * rate_factor / self.span
+        rate = rate_source.between(W.amount[wi], W.amount[wi]) * rate_factor / self.span
         c = self._make(W, D, wi, dj, kind, rate)
         if w_index is not None:
             c.w_members = np.where(c.w_members >= 0, w_index[np.maximum(c.w_members, 0)], -1).astype(np.int32)
         return c
 
-    def _cut(self, W: _Rows, D: _Rows, d_sorted_amounts: np.ndarray, rows: np.ndarray, tol: float) -> _Candidates:
+    def _cut(self, W: _Rows, D: _Rows, deposit_counts: Counts, rows: np.ndarray, tol: float) -> _Candidates:
         """Deposits in [x(1 - tol), x) after withdrawals ``rows``: log-binned amounts, three bins."""
         d_bin = _cut_bins(D.amount, tol)
         w_bin = _cut_bins(W.amount[rows], tol)
@@ -310,7 +342,7 @@ class _Engine:
         keep = rank < self.opts.max_candidates
         wi, dj = wi[keep], dj[keep]
         low = np.ceil(W.amount[wi] * (1 - tol)).astype(np.int64)
-        rate = _count_in(d_sorted_amounts, low, W.amount[wi] - 1) / self.span
+        rate = deposit_counts.between(low, W.amount[wi] - 1) / self.span
         return self._make(W, D, wi, dj, 1, rate)
 
     def _make(self, W: _Rows, D: _Rows, wi: np.ndarray, dj: np.ndarray, kind: int, rate: np.ndarray) -> _Candidates:
@@ -390,55 +422,55 @@ def _take(c: _Candidates, idx: np.ndarray) -> _Candidates:
     return _Candidates(**{f: getattr(c, f)[idx] for f in _Candidates.__dataclass_fields__})
 
 
-def assign(w_members: np.ndarray, d_members: np.ndarray, evidence: np.ndarray, max_rounds: int = 100) -> np.ndarray:
+def assign(w_members: np.ndarray, d_members: np.ndarray, evidence: np.ndarray) -> np.ndarray:
     """Choose candidates so that no withdrawal or deposit row is used twice.
 
-    Iterative mutual best: in each round a candidate is accepted when it is the strongest
-    remaining candidate of every row it uses; rows used by accepted candidates retire all their
-    other candidates. The globally strongest candidate is always accepted, so every round makes
-    progress. Returns the indices of the accepted candidates.
+    Greedy by strength: candidates are taken strongest first (ties: lower index first) and kept when
+    none of their rows is used yet. This is the same choice as iterating "accept every candidate
+    that is the strongest of all rows it uses" until nothing changes, in one pass. Members may be
+    any non-negative row ids (-1 pads); returns the indices of the accepted candidates, sorted.
     """
-    n = len(evidence)
-    if n == 0:
+    if len(evidence) == 0:
         return np.empty(0, dtype=np.int64)
-    # one entry per (candidate, row used): withdrawal rows as 2r, deposit rows as 2r + 1
-    w_members = w_members.astype(np.int64)
-    d_members = d_members.astype(np.int64)
-    members = np.concatenate([w_members * 2, np.where(d_members >= 0, d_members * 2 + 1, -1)], axis=1)
-    cand = np.repeat(np.arange(n, dtype=np.int64), members.shape[1])
-    member = members.ravel()
-    keep = member >= 0
-    cand, member = cand[keep], member[keep]
-    n_members = np.bincount(cand, minlength=n)
-    # one int64 sort key: row, then strongest candidate first (ties: lower candidate index)
-    strength_rank = np.empty(n, dtype=np.int64)
-    strength_rank[np.argsort(-evidence, kind="stable")] = np.arange(n)
-    order = np.argsort((member << 32) | strength_rank[cand])
-    cand, member = cand[order], member[order]
-    used = np.zeros(int(member.max()) + 1, dtype=bool)  # rows taken so far
-    label = np.arange(n, dtype=np.int64)  # live candidates are renumbered 0..k-1 as they retire
-    accepted: list[np.ndarray] = []
-    for _ in range(max_rounds):
-        if len(cand) == 0:
-            break
-        first = np.ones(len(member), dtype=bool)
-        first[1:] = member[1:] != member[:-1]
-        k = len(label)
-        wins = np.bincount(cand[first], minlength=k)
-        chosen = np.flatnonzero(wins == n_members)
-        accepted.append(label[chosen])
-        is_chosen = np.zeros(k, dtype=bool)
-        is_chosen[chosen] = True
-        used[member[is_chosen[cand]]] = True
-        dead = np.zeros(k, dtype=bool)
-        dead[cand[used[member]]] = True
-        live = ~dead[cand]
-        cand, member = cand[live], member[live]
-        survivors = np.flatnonzero(~dead)
-        relabel = np.full(k, -1, dtype=np.int64)
-        relabel[survivors] = np.arange(len(survivors))
-        cand, label, n_members = relabel[cand], label[survivors], n_members[survivors]
-    return np.sort(np.concatenate(accepted)) if accepted else np.empty(0, dtype=np.int64)
+    w_dense, d_dense = _dense_members(w_members), _dense_members(d_members)
+    order = np.argsort(-evidence, kind="stable")
+    return np.flatnonzero(_greedy(order, w_dense, d_dense, int(w_dense.max()) + 1, int(d_dense.max()) + 1))
+
+
+def _dense_members(members: np.ndarray) -> np.ndarray:
+    """Row ids renumbered 0..k-1 (-1 pads kept) when they are sparse, so used-flags stay small."""
+    members = np.ascontiguousarray(members, dtype=np.int64)
+    valid = members >= 0
+    if members.max(initial=-1) < 4 * len(members) + 1024:
+        return members
+    uniq, inverse = np.unique(members[valid], return_inverse=True)
+    dense = np.full(members.shape, -1, dtype=np.int64)
+    dense[valid] = inverse
+    return dense
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy(order, w_members, d_members, n_w, n_d):  # pragma: no cover - compiled
+    used_w = np.zeros(n_w, dtype=np.bool_)
+    used_d = np.zeros(n_d, dtype=np.bool_)
+    keep = np.zeros(len(order), dtype=np.bool_)
+    for k in order:
+        free = True
+        for m in range(w_members.shape[1]):
+            r = w_members[k, m]
+            if r >= 0 and used_w[r]:
+                free = False
+            r = d_members[k, m]
+            if r >= 0 and used_d[r]:
+                free = False
+        if free:
+            keep[k] = True
+            for m in range(w_members.shape[1]):
+                if w_members[k, m] >= 0:
+                    used_w[w_members[k, m]] = True
+                if d_members[k, m] >= 0:
+                    used_d[d_members[k, m]] = True
+    return keep
 
 
 @dataclass
@@ -449,119 +481,197 @@ class _Orientation:
     n_candidates: int
 
 
-def _blocks(W: _Rows, D: _Rows, per_block: int, reach: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Time blocks of about ``per_block`` withdrawals: (withdrawal rows, which of them the block
-    owns, deposit rows). A block also sees the withdrawals and deposits up to ``reach`` seconds
-    after its end, for merges and lags that cross into the next block."""
+@dataclass
+class Block:
+    """One time block of an orientation: its rows renumbered 0..n-1, with their ids in the whole run.
+
+    The block owns the withdrawals in [start, start + length) and also sees the withdrawals up to
+    ``reach`` seconds later (its halo, for merges and competition at its end) and the deposits up
+    to ``2 * reach`` later (for lags that cross into the next block).
+    """
+
+    W: _Rows
+    D: _Rows
+    w_id: np.ndarray  # int64 id of each withdrawal row in the run (local positions or input row ids)
+    d_id: np.ndarray
+    own: np.ndarray  # bool per withdrawal row
+
+
+@dataclass(frozen=True)
+class BlockGrid:
+    """Fixed-length time blocks from ``origin``; the same grid on any engine gives the same blocks."""
+
+    origin: int
+    length: int
+    reach: int
+
+    def is_single(self, W: _Rows) -> bool:
+        """Does one block hold every withdrawal?"""
+        return len(W) == 0 or int(W.t_first.max()) < self.origin + self.length
+
+    def index(self, t: np.ndarray) -> np.ndarray:
+        """Block that owns a withdrawal at time ``t``."""
+        return (t - self.origin) // self.length
+
+    def first_seeing(self, t: np.ndarray, side_reach: int) -> np.ndarray:
+        """Earliest block whose view (its own span plus ``side_reach``) contains time ``t``."""
+        return np.maximum((t - side_reach - self.origin) // self.length, 0)
+
+
+def make_block(W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, own: np.ndarray) -> Block:
+    """A block from its rows (base rows of one side each, any order)."""
+    return Block(_base_rows(W.account, W.amount, W.t_first), _base_rows(D.account, D.amount, D.t_first),
+                 np.asarray(w_id, dtype=np.int64), np.asarray(d_id, dtype=np.int64), np.asarray(own, dtype=bool))
+
+
+def _blocks(W: _Rows, D: _Rows, grid: BlockGrid) -> Iterator[Block]:
+    """The blocks of ``grid`` that own at least one withdrawal, in time order."""
     w_order = np.argsort(W.t_first, kind="stable")
     w_sorted = W.t_first[w_order]
     d_order = np.argsort(D.t_first, kind="stable")
     d_sorted = D.t_first[d_order]
-    starts = np.unique(w_sorted[::max(per_block, 1)])
-    ends = np.append(starts[1:], w_sorted[-1] + 1 if len(w_sorted) else 0)
-    for b0, b1 in zip(starts, ends):
-        lo, hi = np.searchsorted(w_sorted, [b0, b1 + reach])
-        w_idx = w_order[lo:hi]
-        own = W.t_first[w_idx] < b1
-        dlo, dhi = np.searchsorted(d_sorted, [b0, b1 + 2 * reach])
-        yield w_idx, own, d_order[dlo:dhi]
+    for k in np.unique(grid.index(w_sorted)):
+        b0 = grid.origin + k * grid.length
+        b1 = b0 + grid.length
+        lo, hi = np.searchsorted(w_sorted, [b0, b1 + grid.reach])
+        dlo, dhi = np.searchsorted(d_sorted, [b0, b1 + 2 * grid.reach])
+        w_idx, d_idx = w_order[lo:hi], d_order[dlo:dhi]
+        yield make_block(_take_rows(W, w_idx), _take_rows(D, d_idx), w_idx, d_idx, W.t_first[w_idx] < b1)
 
 
-def _block_size(engine: _Engine, W: _Rows, D: _Rows, rates: _Rates, reach: int, probe: int = 20_000) -> int:
-    """Withdrawals per block: as configured, or what fits the candidate budget at this density.
+def block_grid(engine: LinkEngine, W: _Rows, D: _Rows, rates: Rates, probe: int = 20_000) -> BlockGrid:
+    """Blocks as configured, or as long as fits the candidate budget at this density.
 
     Density (how many same-amount deposits each withdrawal finds) decides the candidate count, so
-    the budget is turned into withdrawals by counting candidates in a probe block from the middle
-    of the data.
+    the budget is turned into a block length by counting candidates in a probe: the time span in
+    the middle of the data that holds about ``probe`` withdrawals at the average rate. Only counts
+    and one time slice are needed, so a distributed engine computes the same grid.
     """
     opts = engine.opts
+    reach = engine.reach
+    n_w = len(W)
+    if n_w == 0:
+        return BlockGrid(0, 1, reach)
+    t0, t1 = int(W.t_first.min()), int(W.t_first.max())
+    span = t1 - t0 + 1
     if opts.block_withdrawals is not None:
-        return opts.block_withdrawals
-    if len(W) <= probe:
-        return max(len(W), 1)
-    order = np.argsort(W.t_first, kind="stable")
-    middle = order[len(order) // 2 - probe // 2:len(order) // 2 + probe // 2]
-    t0, t1 = W.t_first[middle].min(), W.t_first[middle].max()
-    d_idx = np.flatnonzero((D.t_first >= t0) & (D.t_first <= t1 + 2 * reach))
-    n = len(engine.candidates(_subset(W, middle), _subset(D, d_idx), rates).kind)
-    per_withdrawal = max(n / len(middle), 1.0)
-    return int(np.clip(opts.block_candidates / per_withdrawal, 20_000, 2_000_000))
+        per_block = opts.block_withdrawals
+    elif n_w <= probe:
+        per_block = n_w
+    else:
+        width = max(int(span * probe / n_w), 1)
+        p0 = t0 + (span - width) // 2
+        w_idx = np.flatnonzero((W.t_first >= p0) & (W.t_first < p0 + width))
+        d_idx = np.flatnonzero((D.t_first >= p0) & (D.t_first < p0 + width + 2 * reach))
+        per_withdrawal = max(len(engine.candidates(_subset(W, w_idx), _subset(D, d_idx), rates).kind) / max(len(w_idx), 1), 1.0)
+        per_block = int(np.clip(opts.block_candidates / per_withdrawal, 20_000, 2_000_000))
+    length = span if per_block >= n_w else max(int(span * per_block / n_w), 1)
+    return BlockGrid(t0, length, reach)
 
 
-def _block_candidates(engine: _Engine, W: _Rows, D: _Rows, rates: _Rates, w_idx, own, d_idx) -> _Candidates:
-    """One block's candidates, with member rows numbered as in the whole orientation."""
-    c = engine.candidates(_subset(W, w_idx), _subset(D, d_idx), rates, own)
-    c.w_members = np.where(c.w_members >= 0, w_idx[np.maximum(c.w_members, 0)], -1).astype(np.int32)
-    c.d_members = np.where(c.d_members >= 0, d_idx[np.maximum(c.d_members, 0)], -1).astype(np.int32)
-    return c
+def _global(members: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Block-local member positions -> ids in the run (-1 pads kept)."""
+    return np.where(members >= 0, ids[np.maximum(members, 0)], -1)
 
 
-def _touches(members: np.ndarray, used: np.ndarray) -> np.ndarray:
-    """Per candidate: does any of its (up to 3, -1 padded) rows appear in ``used``?"""
-    return np.where(members >= 0, used[np.maximum(members, 0)], False).any(axis=1)
+@dataclass
+class Support:
+    """Pair scores from pass 1, looked up by pair code (source * n_accounts + target)."""
+
+    pair: np.ndarray  # sorted int64
+    score: np.ndarray
+
+    @classmethod
+    def from_scores(cls, scores: pd.Series) -> "Support":
+        order = np.argsort(scores.index.to_numpy(np.int64), kind="stable")
+        return cls(scores.index.to_numpy(np.int64)[order], scores.to_numpy(np.float64)[order])
+
+    def lookup(self, pair: np.ndarray) -> np.ndarray:
+        """Score of each pair, NaN where pass 1 did not carry it."""
+        pos = np.minimum(np.searchsorted(self.pair, pair), max(len(self.pair) - 1, 0))
+        found = (self.pair[pos] == pair) if len(self.pair) else np.zeros(len(pair), dtype=bool)
+        return np.where(found, self.score[pos] if len(self.pair) else np.nan, np.nan)
 
 
-def _run_orientation(engine: _Engine, W: _Rows, D: _Rows, n_accounts: int) -> _Orientation:
+def _scored(engine: LinkEngine, rates: Rates, block: Block, own: np.ndarray | None = None) -> tuple[_Candidates, np.ndarray]:
+    c = engine.candidates(block.W, block.D, rates, own)
+    return c, engine.evidence(c)
+
+
+def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block, carry_repeats_only: bool) -> tuple[pd.DataFrame, int]:
+    """Pass 1 on one block: support sums per pair of its owned withdrawals' candidates, and how
+    many candidates there were.
+
+    With several blocks only pairs that repeat within the block are carried (most pairs are one
+    coincidence; this keeps pass 1's memory near a block's); the others get their support from
+    their own block in pass 2."""
+    c, e = _scored(engine, rates, block, block.own)
+    part = engine.pair_sums(engine.pair_code(c), block.w_id[c.w_members[:, 0]], e, c.kind)
+    return (part[part["n"].to_numpy() > 1] if carry_repeats_only else part), len(c.kind)
+
+
+def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Support,
+                    scored: tuple[_Candidates, np.ndarray] | None = None) -> tuple[_Candidates, np.ndarray, np.ndarray]:
+    """Pass 2 on one block: the transfers its owned withdrawals take, as (candidates with run ids,
+    evidence, weight). The block's withdrawals and its halo compete for the deposits, as in one
+    global assignment; only the owned withdrawals' transfers are returned. ``scored``: the block's
+    candidates and evidence when already at hand."""
+    c, e = scored if scored is not None else _scored(engine, rates, block)
+    pair = engine.pair_code(c)
+    boost = support.lookup(pair)
+    local = np.isnan(boost)
+    if local.any():
+        block_support = Support.from_scores(engine.pair_scores(engine.pair_sums(pair[local], c.w_members[local, 0], e[local], c.kind[local]))["score"])
+        boost[local] = block_support.lookup(pair[local])
+    weight = e + np.maximum(boost, 0.0)
+    chosen = assign(c.w_members, c.d_members, weight)
+    chosen = chosen[block.own[c.w_members[chosen, 0]]]
+    c = _take(c, chosen)
+    c.w_members = _global(c.w_members, block.w_id)
+    c.d_members = _global(c.d_members, block.d_id)
+    return c, e[chosen], weight[chosen]
+
+
+def resolve(parts: list[tuple[_Candidates, np.ndarray, np.ndarray]]) -> tuple[_Candidates, np.ndarray]:
+    """Join the blocks' transfers; a row claimed by two neighbouring blocks (only possible near a
+    block's end) goes to the stronger claim."""
+    if not parts:
+        return _no_candidates(), np.empty(0)
+    c = _concat([p[0] for p in parts])
+    e, weight = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+    if len(parts) > 1:
+        keep = assign(c.w_members, c.d_members, weight)
+        c, e = _take(c, keep), e[keep]
+    return c, e
+
+
+def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows) -> _Orientation:
     """Candidates, evidence, assignment and pair scores, streamed through time blocks.
 
     Pass 1 sums each pair's support over all blocks (it steers the assignment towards pairs that
-    repeat); pass 2 assigns block by block, rows used by earlier blocks being unavailable. Only
-    one block's candidates are in memory at a time; the rates behind the evidence are global.
+    repeat); pass 2 assigns block by block, each block on its own, and :func:`resolve` settles the
+    rows two neighbouring blocks both claim. Only one block's candidates are in memory at a time;
+    the rates behind the evidence are global. A distributed engine runs the same block functions
+    partition by partition (tracer/spark_link.py).
     """
     rates = engine.rates(W, D)
-    reach = engine.window + int(engine.opts.combo_span_hours * 3600)
-    blocks = list(_blocks(W, D, _block_size(engine, W, D, rates, reach), reach))
-    sums: list[pd.DataFrame] = []
-    n_candidates = 0
-    single = None  # with one block, pass 2 reuses pass 1's candidates and their evidence
-    for w_idx, own, d_idx in blocks:
-        c = _block_candidates(engine, W, D, rates, w_idx, own, d_idx)
-        e = engine.evidence(c)
-        single = (c, e) if len(blocks) == 1 else None
-        n_candidates += len(c.kind)
-        part = engine.pair_sums(c.source.astype(np.int64) * n_accounts + c.target, c.w_members[:, 0], e, c.kind)
-        if len(blocks) > 1:
-            # most pairs are one coincidence: only pairs that repeat within a block are carried
-            # across blocks (which keeps pass 1's memory near a block's); the others get their
-            # support from their own block in pass 2
-            part = part[part["n"].to_numpy() > 1]
-        sums.append(part)
-    support = engine.pair_scores(pd.concat(sums).groupby(level=0).sum())["score"] if sums else pd.Series(dtype=float)
-    used_w = np.zeros(len(W), dtype=bool)
-    used_d = np.zeros(len(D), dtype=bool)
-    kept: list[_Candidates] = []
-    kept_e: list[np.ndarray] = []
-    owned = np.zeros(len(W), dtype=bool)
-    for w_idx, own, d_idx in blocks:
-        # the block's own withdrawals plus a halo (the next ``reach`` seconds) compete for the
-        # deposits, as in one global assignment; only the owned withdrawals' transfers are kept,
-        # the halo is assigned for real by the next block
-        if single is not None:
-            c, e = single
-        else:
-            c = _block_candidates(engine, W, D, rates, w_idx, np.ones(len(w_idx), dtype=bool), d_idx)
-            e = engine.evidence(c)
-        free = np.flatnonzero(~(_touches(c.w_members, used_w) | _touches(c.d_members, used_d)))
-        c, e = _take(c, free), e[free]
-        pair = c.source.astype(np.int64) * n_accounts + c.target
-        boost = support.reindex(pair).to_numpy(copy=True)
-        local = np.isnan(boost)
-        if local.any():
-            block_support = engine.pair_scores(engine.pair_sums(pair[local], c.w_members[local, 0], e[local], c.kind[local]))["score"]
-            boost[local] = block_support.reindex(pair[local]).to_numpy()
-        chosen = assign(c.w_members, c.d_members, e + np.maximum(boost, 0.0))
-        owned[:] = False
-        owned[w_idx[own]] = True
-        chosen = chosen[owned[c.w_members[chosen, 0]]]
-        c, e = _take(c, chosen), e[chosen]
-        used_w[c.w_members[c.w_members >= 0]] = True  # -1 pads the parts of singles
-        used_d[c.d_members[c.d_members >= 0]] = True
-        kept.append(c)
-        kept_e.append(e)
-    t = _concat(kept) if kept else _no_candidates()
-    e_t = np.concatenate(kept_e) if kept_e else np.empty(0)
-    pair_t = t.source.astype(np.int64) * n_accounts + t.target
-    pairs = engine.pair_scores(engine.pair_sums(pair_t, t.w_members[:, 0], e_t, t.kind))
+    grid = block_grid(engine, W, D, rates)
+    if grid.is_single(W):
+        (block,) = _blocks(W, D, grid)
+        scored = _scored(engine, rates, block)
+        c, e = scored
+        support = Support.from_scores(engine.pair_scores(engine.pair_sums(engine.pair_code(c), c.w_members[:, 0], e, c.kind))["score"])
+        n_candidates = len(c.kind)
+        parts = [block_transfers(engine, rates, block, support, scored)]
+        del c, e, scored
+    else:
+        sums, counts = zip(*(block_pair_sums(engine, rates, b, carry_repeats_only=True) for b in _blocks(W, D, grid)))
+        support = Support.from_scores(engine.pair_scores(engine.sum_pairs(list(sums)))["score"])
+        n_candidates = int(sum(counts))
+        del sums
+        parts = [block_transfers(engine, rates, b, support) for b in _blocks(W, D, grid)]
+    t, e_t = resolve(parts)
+    pairs = engine.pair_scores(engine.pair_sums(engine.pair_code(t), t.w_members[:, 0], e_t, t.kind))
     return _Orientation(t, e_t, pairs, n_candidates)
 
 
@@ -694,16 +804,16 @@ def _infer(tx: pd.DataFrame, opts: LinkOptions) -> LinkResult:
     n_accounts = len(accounts)
     d_count = np.bincount(codes[is_d], minlength=n_accounts).astype(np.float64)
     share = d_count / max(d_count.sum(), 1.0)
-    engine = _Engine(opts, share, np.bincount(codes[is_w], minlength=n_accounts), float(t1 - t0))
+    engine = LinkEngine(opts, share, np.bincount(codes[is_w], minlength=n_accounts), float(t1 - t0))
     w_rows, d_rows = np.flatnonzero(is_w), np.flatnonzero(is_d)
 
     def sides(t: np.ndarray, w_keep: np.ndarray | slice = slice(None), d_keep: np.ndarray | slice = slice(None)) -> tuple[_Rows, _Rows]:
         w, d = w_rows[w_keep], d_rows[d_keep]
         return (_base_rows(codes[w], -amount[w], t[w]), _base_rows(codes[d], amount[d], t[d]))
 
-    forward = _run_orientation(engine, *sides(seconds - t0), n_accounts)
+    forward = _run_orientation(engine, *sides(seconds - t0))
     pairs = forward.pairs
-    _compete(pairs, _run_orientation(engine, *sides(t1 - seconds), n_accounts).pairs)
+    _compete(pairs, _run_orientation(engine, *sides(t1 - seconds)).pairs)
     # Rows explained by confident forward links are not free to coincide in the forward run (the
     # assignment gave them to their real partner); take them out of the mirrored run as well so
     # that coincidences in both directions draw on the same leftover rows.
@@ -713,7 +823,7 @@ def _infer(tx: pd.DataFrame, opts: LinkOptions) -> LinkResult:
     d_keep = np.ones(len(d_rows), dtype=bool)
     w_keep[explained.w_members[explained.w_members >= 0]] = False
     d_keep[explained.d_members[explained.d_members >= 0]] = False
-    mirrored = _run_orientation(engine, *sides(t1 - seconds, w_keep, d_keep), n_accounts)
+    mirrored = _run_orientation(engine, *sides(t1 - seconds, w_keep, d_keep))
     decoy_scores = _compete(pairs, mirrored.pairs)
     inferred = _transfer_frame(forward, row_id[w_rows], row_id[d_rows], seconds[w_rows], accounts, n_accounts, pairs["q_value"])
     pair_index = pd.MultiIndex.from_arrays([accounts[pairs.index.to_numpy() // n_accounts], accounts[pairs.index.to_numpy() % n_accounts]])
