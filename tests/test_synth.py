@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import filecmp
+import hashlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -252,3 +253,53 @@ def test_split_parts_sum_exactly(seed, amounts):
     assert (np.bincount(ptr, c[pev], minlength=n).astype(np.int64) == amt).all()
     assert (c[pev] > 0).all() and (t[pev] > t[np.concatenate(ev.tr["w"])][ptr]).all()
     assert (arrival >= t[pev].reshape(-1)[np.r_[np.flatnonzero(np.diff(ptr)), ptr.size - 1]]).all()
+
+
+# sha256 of the four CSV files written by the code before ``activity`` existed (commit 0961d64)
+_BEFORE_ACTIVITY = {
+    ("careful", 7): "ade76540a37a34e07e2f030d6af6e2dbbfd02d59c4bc88018e432ba4a7df49f2",
+    ("cash_relay", 8): "94b212e61c0b1c1e8fcb12bf5dab5ad315ff79146d1b1393d3f06dfe3f64da4a",
+    ("datajam", 9): "222654b1645722e26d419321a15eff34c7adbf1e432dc650a4d26e45aecb59d4",
+}
+
+
+@pytest.mark.parametrize(("scenario", "seed"), sorted(_BEFORE_ACTIVITY))
+def test_activity_one_reproduces_earlier_output(tmp_path, scenario, seed):
+    synth.write_scenario(scenario, tmp_path, seed=seed, accounts=400, years=0.5, networks=2, progress=False,
+                         activity=1.0)
+    digest = hashlib.sha256(b"".join((tmp_path / f).read_bytes() for f in FILES)).hexdigest()
+    assert digest == _BEFORE_ACTIVITY[scenario, seed]
+
+
+def test_activity_one_keeps_block_size():
+    assert synth._plan("careful", 0, 500_000, 5.0, 3).block_accounts == 2_998  # as before ``activity``
+
+
+def test_activity_thins_everyday_life_only():
+    full = synth.generate("careful", seed=4, accounts=800, years=1.0, activity=1.0)
+    thin = synth.generate("careful", seed=4, accounts=800, years=1.0, activity=0.15)
+    again = synth.generate("careful", seed=4, accounts=800, years=1.0, activity=0.15)
+    pd.testing.assert_frame_equal(thin.transactions, again.transactions)
+    assert thin.params["activity"] == 0.15 and thin.describe()["activity"] == 0.15
+    assert 0.25 < len(thin.transactions) / len(full.transactions) < 0.5
+    # wages, rent, relationships and criminal flows do not thin
+    for kind in ("legit", "criminal"):
+        n_full = (full.truth_transfers["kind"] == kind).sum()
+        assert abs((thin.truth_transfers["kind"] == kind).sum() / n_full - 1) < 0.1, kind
+    # criminals live the same thinner lives: they lose as many everyday rows as ordinary people
+    acc = thin.truth_accounts
+    rows = lambda sc: sc.transactions.groupby("client_id").size().reindex(acc["client_id"], fill_value=0)
+    lost = rows(full) - rows(thin)
+    crim = acc.loc[acc["role"] != "normal", "client_id"]
+    ordinary = acc.loc[(acc["role"] == "normal") & acc["persona"].isin(["normal", "cash_earner"]), "client_id"]
+    assert 0.7 < lost[crim].median() / lost[ordinary].median() < 1.4
+    assert (rows(thin)[crim] > 40).all()
+
+
+def test_activity_datajam_and_bounds():
+    thin = synth.generate("datajam", seed=0, activity=0.0).describe()
+    full = synth.generate("datajam", seed=0).describe()
+    assert thin["rows"] < 0.9 * full["rows"]
+    assert abs(thin["criminal_transfers"] / full["criminal_transfers"] - 1) < 0.02
+    with pytest.raises(ValueError):
+        synth.generate("careful", activity=-0.5)

@@ -47,7 +47,8 @@ DEFAULTS = {
     "careful": {"accounts": 2_000, "years": 1.0, "networks": 3},
     "cash_relay": {"accounts": 2_000, "years": 1.0, "networks": 3},
 }
-_ROWS_PER_ACCOUNT_YEAR = {"datajam": 34, "careful": 200, "cash_relay": 200}
+# rough rows per account-year for block sizing: (structural, everyday at activity 1)
+_ROWS_PER_ACCOUNT_YEAR = {"datajam": (25, 9), "careful": (60, 140), "cash_relay": (60, 140)}
 _BLOCK_ROWS = 3_000_000  # target rows per block (memory ~ 60 bytes/row while a block is built)
 _MIN_BLOCK_ACCOUNTS = 2_000
 _SAMPLE_ROWS = 2_000_000  # rows kept for amount quantiles in describe()
@@ -353,8 +354,12 @@ _BILLS = (
 )
 
 
-def _life(ev: _Events, rng, cal: _Cal, idx: np.ndarray, at: _Attrs, persona: np.ndarray):
-    """Ordinary banking life of the accounts ``idx`` (vectorized stream by stream)."""
+def _life(ev: _Events, rng, cal: _Cal, idx: np.ndarray, at: _Attrs, persona: np.ndarray, activity: float):
+    """Ordinary banking life of the accounts ``idx`` (vectorized stream by stream).
+
+    ``activity`` scales everyday life: the share of accounts holding each bill, card payment and
+    savings sweep, and the rates of the spending and cash streams.  Income and housing do not scale.
+    """
     if idx.size == 0:
         return
     # wages from employers outside the data
@@ -372,7 +377,7 @@ def _life(ev: _Events, rng, cal: _Cal, idx: np.ndarray, at: _Attrs, persona: np.
     # monthly bills
     scale = (at.inc / 3_600) ** 0.3
     for name, p, med, spread, noise, seasonal in _BILLS:
-        has = idx[rng.random(idx.size) < p]
+        has = idx[rng.random(idx.size) < p * activity]
         base = _lognormal(rng, med, spread, has.size) * scale[has] * at.hh[has] ** .5
         a, m, day = _monthly(cal, has, rng.integers(1, 29, has.size))
         basemap = np.zeros(at.inc.size)
@@ -384,19 +389,19 @@ def _life(ev: _Events, rng, cal: _Cal, idx: np.ndarray, at: _Attrs, persona: np.
             cents = _round_to(cents, 100) - 1  # 13.99-style prices
         ev.add(a, -cents, day * DAY + _tod(rng, a.size, "night"))
     # credit card payment: monthly, large, varying
-    cc = idx[rng.random(idx.size) < .55]
+    cc = idx[rng.random(idx.size) < .55 * activity]
     a, m, day = _monthly(cal, cc, rng.integers(1, 29, cc.size))
     frac = np.zeros(at.inc.size)
     frac[cc] = rng.uniform(.04, .3, cc.size)
     ev.add(a, -_cents(at.inc[a] * frac[a] * _lognormal(rng, 1, .45, a.size)), day * DAY + _tod(rng, a.size, "office"))
     # savings sweep to an outside account
-    sv = idx[rng.random(idx.size) < .3]
+    sv = idx[rng.random(idx.size) < .3 * activity]
     a, m, day = _monthly(cal, sv, rng.integers(1, 29, sv.size))
     amt = np.zeros(at.inc.size, np.int64)
     amt[sv] = _round_to(_cents(at.inc[sv] * rng.uniform(.04, .2, sv.size)), 5_000)
     ev.add(a, -amt[a], day * DAY + _tod(rng, a.size, "night"))
     # groceries, card spends, fuel
-    act, hh = at.act, at.hh
+    act, hh = at.act * activity, at.hh
     a, t = _poisson(rng, cal, idx, act[idx] * rng.uniform(.05, .15, idx.size), cal.w_retail)
     ev.add(a, -_cents(_lognormal(rng, 42, .6, a.size) * hh[a]), t)
     a, t = _poisson(rng, cal, idx, act[idx] * rng.uniform(.03, .15, idx.size) * scale[idx], cal.w_retail)
@@ -407,13 +412,13 @@ def _life(ev: _Events, rng, cal: _Cal, idx: np.ndarray, at: _Attrs, persona: np.
     # ATM withdrawals (multiples of $20) and occasional cash deposits
     notes = np.array([1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 50])
     pn = _norm([6, 12, 8, 6, 10, 4, 3, 6, 2, 2, 3, 1, .3])
-    cash_rate = np.where(persona[idx] == P_CASH, .015, .035) * at.cashp[idx]
-    a, t = _poisson(rng, cal, idx, cash_rate, cal.w_retail)
+    cashp = at.cashp[idx] * activity
+    a, t = _poisson(rng, cal, idx, np.where(persona[idx] == P_CASH, .015, .035) * cashp, cal.w_retail)
     ev.add(a, -2_000 * rng.choice(notes, a.size, p=pn), t)
-    a, t = _poisson(rng, cal, idx, .004 * at.cashp[idx], cal.w_retail, "office")
+    a, t = _poisson(rng, cal, idx, .004 * cashp, cal.w_retail, "office")
     ev.add(a, 2_000 * rng.choice(notes[:9], a.size, p=_norm(pn[:9])), t)
     # larger purchases, refunds, yearly tax refund
-    a, t = _poisson(rng, cal, idx, 5 / 365 * (at.inc[idx] / 3_600) ** .5, cal.w_retail)
+    a, t = _poisson(rng, cal, idx, 5 / 365 * activity * (at.inc[idx] / 3_600) ** .5, cal.w_retail)
     ev.add(a, -_cents(_lognormal(rng, 420, .8, a.size) * scale[a]), t)
     a, t = _poisson(rng, cal, idx, 3 / 365 * act[idx], None, "office")
     ev.add(a, _cents(_lognormal(rng, 35, .9, a.size)), t)
@@ -448,8 +453,12 @@ def _life(ev: _Events, rng, cal: _Cal, idx: np.ndarray, at: _Attrs, persona: np.
 
 
 # ------------------------------------------------------------------------ legitimate relationships
-def _relationships(ev: _Events, rng, cal: _Cal, persona: np.ndarray, role: np.ndarray, at: _Attrs):
-    """Landlords, employers, family support and friends: real money moves inside the data."""
+def _relationships(ev: _Events, rng, cal: _Cal, persona: np.ndarray, role: np.ndarray, at: _Attrs,
+                   activity: float):
+    """Landlords, employers, family support and friends: real money moves inside the data.
+
+    ``activity`` scales only the everyday business around them (landlords' repairs, employers'
+    revenue and supplier payments: fewer events of the same size)."""
     n = persona.size
     people = persona != P_EMPLOYER
     honest = role == NORMAL
@@ -473,7 +482,7 @@ def _relationships(ev: _Events, rng, cal: _Cal, persona: np.ndarray, role: np.nd
         # the landlord's own costs: property mortgages, repairs
         a, m, day = _monthly(cal, lords, rng.integers(1, 29, lords.size))
         ev.add(a, -_nonround(rng, _cents(_lognormal(rng, 2_500, .5, a.size))), day * DAY + _tod(rng, a.size, "night"))
-        a, t = _poisson(rng, cal, lords, 8 / 365, cal.w_business, "office")
+        a, t = _poisson(rng, cal, lords, 8 / 365 * activity, cal.w_business, "office")
         ev.add(a, -_cents(_lognormal(rng, 300, 1.0, a.size)), t)
     # employers: payroll to several employees
     emps = np.flatnonzero(persona == P_EMPLOYER)
@@ -506,13 +515,13 @@ def _relationships(ev: _Events, rng, cal: _Cal, persona: np.ndarray, role: np.nd
         payroll = np.bincount(boss, at.inc[hired], minlength=n)[emps] * 12 + 30_000
         rate = rng.uniform(3, 9, emps.size) / 7
         rev = payroll * rng.uniform(1.3, 2.2, emps.size)
-        a, t = _poisson(rng, cal, emps, rate, cal.w_business, "office")
+        a, t = _poisson(rng, cal, emps, rate * activity, cal.w_business, "office")
         meanmap = np.zeros(n)
         meanmap[emps] = rev / (rate * 365)
         ev.add(a, _cents(meanmap[a] * _lognormal(rng, 1, .6, a.size) / 1.2), t)
         srate = rng.uniform(1, 4, emps.size) / 7
         meanmap[emps] = rev * .25 / (srate * 365)
-        a, t = _poisson(rng, cal, emps, srate, cal.w_business, "office")
+        a, t = _poisson(rng, cal, emps, srate * activity, cal.w_business, "office")
         ev.add(a, -_cents(meanmap[a] * _lognormal(rng, 1, .7, a.size) / 1.28), t)
         a, m, day = _monthly(cal, emps, np.full(emps.size, 15))
         meanmap[emps] = payroll * .2 / 12
@@ -667,8 +676,9 @@ def _network(ev: _Events, rng, cal: _Cal, lows, ints, upper, channel: int):
     ev.add(a, -2_000 * rng.integers(10, 51, a.size), t)
 
 
-def _datajam_life(ev: _Events, rng, cal: _Cal, idx: np.ndarray):
-    """The seed's normal accounts (mockaroo style: uniform times, uniform amounts in ranges)."""
+def _datajam_life(ev: _Events, rng, cal: _Cal, idx: np.ndarray, activity: float):
+    """The seed's normal accounts (mockaroo style: uniform times, uniform amounts in ranges);
+    ``activity`` scales the rates of the small and larger withdrawals."""
     n = idx.size
     wage = rng.uniform(1_800, 6_500, n)
     wmap = np.zeros(idx.max() + 1 if n else 1)
@@ -680,9 +690,9 @@ def _datajam_life(ev: _Events, rng, cal: _Cal, idx: np.ndarray):
     rent[idx] = _cents(np.round(rng.uniform(.25, .45, n) * wage))
     a, m, day = _monthly(cal, idx, rng.integers(1, 6, n))
     ev.add(a, -rent[a], day * DAY + _tod(rng, a.size, "uniform"))
-    a, t = _poisson(rng, cal, idx, rng.uniform(2, 8, n) / 365, None, "uniform")
+    a, t = _poisson(rng, cal, idx, rng.uniform(2, 8, n) / 365 * activity, None, "uniform")
     ev.add(a, -_cents(rng.uniform(5, 150, a.size)), t)
-    a, t = _poisson(rng, cal, idx, rng.uniform(.5, 1.8, n) / 365, None, "uniform")
+    a, t = _poisson(rng, cal, idx, rng.uniform(.5, 1.8, n) / 365 * activity, None, "uniform")
     ev.add(a, -_cents(rng.uniform(250, 1_500, a.size)), t)
 
 
@@ -717,6 +727,7 @@ class _Plan:
     accounts: int
     years: float
     networks: int
+    activity: float
     cal: _Cal
     ids: np.ndarray
     persona: np.ndarray
@@ -729,7 +740,7 @@ class _Plan:
     @property
     def params(self) -> dict:
         return {"scenario": self.scenario, "seed": self.seed, "accounts": self.accounts, "years": self.years,
-                "networks": self.networks, "start": str(self.cal.start), "days": self.cal.days,
+                "networks": self.networks, "activity": self.activity, "start": str(self.cal.start), "days": self.cal.days,
                 "block_accounts": self.block_accounts, "blocks": self.nblocks}
 
 
@@ -743,15 +754,16 @@ def _network_sizes(rng, k: int, scenario: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def _plan(scenario: str, seed: int, accounts, years, networks, block_accounts=None) -> _Plan:
+def _plan(scenario: str, seed: int, accounts, years, networks, block_accounts=None, activity: float = 1.0) -> _Plan:
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     d = DEFAULTS[scenario]
     accounts = int(d["accounts"] if accounts is None else accounts)
     years = float(d["years"] if years is None else years)
     networks = int(d["networks"] if networks is None else networks)
-    if years <= 0 or networks < 0:
-        raise ValueError("years must be > 0 and networks >= 0")
+    activity = float(activity)
+    if years <= 0 or networks < 0 or not activity >= 0:
+        raise ValueError("years must be > 0, networks >= 0 and activity >= 0")
     rng = np.random.default_rng([int(seed), _CODE[scenario], 0])
     cal = _Cal(START, years)
     sizes = _network_sizes(rng, networks, scenario) if networks else []
@@ -759,7 +771,8 @@ def _plan(scenario: str, seed: int, accounts, years, networks, block_accounts=No
     if accounts < ncrim + 20:
         raise ValueError(f"{accounts} accounts cannot hold {networks} network(s) of {ncrim} members")
     if block_accounts is None:
-        per = _ROWS_PER_ACCOUNT_YEAR[scenario] * cal.days / 365
+        structural, everyday = _ROWS_PER_ACCOUNT_YEAR[scenario]
+        per = (structural + everyday * activity) * cal.days / 365
         block_accounts = max(_MIN_BLOCK_ACCOUNTS, int(_BLOCK_ROWS / per))
     block_accounts = max(int(block_accounts), ncrim + 20 if scenario == "datajam" else max(lo + i + 21 for lo, i in sizes) if sizes else 20)
     nblocks = max(1, math.ceil(accounts / block_accounts))
@@ -791,7 +804,7 @@ def _plan(scenario: str, seed: int, accounts, years, networks, block_accounts=No
     for k, (b, lows, ints, upper) in enumerate(nets):
         role[lows], role[ints], role[upper] = LOW, INTER, UPPER
         netid[np.concatenate([lows, ints, [upper]])] = k
-    return _Plan(scenario, int(seed), accounts, years, networks, cal, ids, persona, role, netid, nets,
+    return _Plan(scenario, int(seed), accounts, years, networks, activity, cal, ids, persona, role, netid, nets,
                  block_accounts, nblocks)
 
 
@@ -802,13 +815,13 @@ def _gen_block(plan: _Plan, b: int) -> _Block:
     cal, ev = plan.cal, _Events()
     mine = [(lows - lo, ints - lo, upper - lo) for (blk, lows, ints, upper) in plan.nets if blk == b]
     if plan.scenario == "datajam":
-        _datajam_life(ev, rng, cal, np.flatnonzero(persona != P_CRIMINAL))
+        _datajam_life(ev, rng, cal, np.flatnonzero(persona != P_CRIMINAL), plan.activity)
         for lows, ints, upper in mine:
             _datajam_network(ev, rng, cal, lows, ints, upper)
     else:
         at = _attrs(rng, persona)
-        _relationships(ev, rng, cal, persona, role, at)
-        _life(ev, rng, cal, np.flatnonzero(persona != P_EMPLOYER), at, persona)
+        _relationships(ev, rng, cal, persona, role, at, plan.activity)
+        _life(ev, rng, cal, np.flatnonzero(persona != P_EMPLOYER), at, persona, plan.activity)
         channel = TRANSFER if plan.scenario == "careful" else RELAY
         for lows, ints, upper in mine:
             _network(ev, rng, cal, lows, ints, upper, channel)
@@ -978,9 +991,10 @@ def _blocks(plan: _Plan, progress: bool = False) -> Iterator[tuple[_Block, int]]
 
 
 def generate(scenario: str, *, seed: int = 0, accounts: int | None = None, years: float | None = None,
-             networks: int | None = None, block_accounts: int | None = None) -> Scenario:
-    """Generate ``scenario`` in memory. Deterministic for a seed."""
-    plan = _plan(scenario, seed, accounts, years, networks, block_accounts)
+             networks: int | None = None, block_accounts: int | None = None, activity: float = 1.0) -> Scenario:
+    """Generate ``scenario`` in memory. Deterministic for a seed; ``activity`` scales everyday life
+    (spending and small transactions), not wages, housing, relationships or criminal flows."""
+    plan = _plan(scenario, seed, accounts, years, networks, block_accounts, activity)
     summ = _Summary(plan)
     txn, trs, links = [], [], []
     for blk, off in _blocks(plan):
@@ -1023,19 +1037,19 @@ def _write_csv_table(handle, table: pa.Table, header: bytes | None = None):
 
 def write_scenario(scenario: str, out_dir, *, seed: int = 0, accounts: int | None = None,
                    years: float | None = None, networks: int | None = None, fmt: str = "csv",
-                   progress: bool = True, block_accounts: int | None = None) -> dict:
+                   progress: bool = True, block_accounts: int | None = None, activity: float = 1.0) -> dict:
     """Generate ``scenario`` block by block into ``out_dir``; returns the summary statistics.
 
     Files: transactions.csv (or transactions.parquet: a file for one block, a directory of
     ``part-NNNNN.parquet`` files for several), truth_accounts.csv, truth_links.csv,
     truth_transfers.csv.  Row indices in the truth files count data rows from 0 across the parts in
-    order.  Every file is written atomically.
+    order.  Every file is written atomically.  ``activity`` as in ``generate``.
     """
     if fmt not in ("csv", "parquet"):
         raise ValueError("fmt must be 'csv' or 'parquet'")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plan = _plan(scenario, seed, accounts, years, networks, block_accounts)
+    plan = _plan(scenario, seed, accounts, years, networks, block_accounts, activity)
     summ = _Summary(plan)
     with contextlib.ExitStack() as stack:
         f_tr = stack.enter_context(atomic_write(out / "truth_transfers.csv", "wb"))
