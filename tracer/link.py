@@ -367,24 +367,29 @@ class LinkEngine:
         mu = self.share[c.target] * np.maximum(c.rate, 1.0 / self.span) * lag
         return -np.log(-np.expm1(-mu))
 
-    def pair_sums(self, pair: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray, kind: np.ndarray) -> pd.DataFrame:
+    def pair_sums(self, pair: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray, kind: np.ndarray,
+                  coded: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
         """Per pair: evidence summed over its distinct withdrawals (each counted once, its strongest
         candidate), the part of it from approximate (cut) matches, and the number of withdrawals.
-        Sums of disjoint sets of withdrawals add up, so blocks can be summed."""
-        pair_code, pair_values = pd.factorize(pair)
-        key = (pair_code.astype(np.int64) << 32) | withdrawal
-        by_strength = np.argsort(-evidence, kind="stable")
-        order = by_strength[np.argsort(key[by_strength], kind="stable")]  # per (pair, withdrawal), strongest first
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = key[order][1:] != key[order][:-1]
-        best = order[first]
-        best_pair = key[best] >> 32
-        n_pairs = len(pair_values)
-        return pd.DataFrame({
-            "e": np.bincount(best_pair, weights=evidence[best], minlength=n_pairs),
-            "e_cut": np.bincount(best_pair, weights=np.where(kind[best] == 1, evidence[best], 0.0), minlength=n_pairs),
-            "n": np.bincount(best_pair, minlength=n_pairs),
-        }, index=pd.Index(pair_values, name="pair"))
+        Sums of disjoint sets of withdrawals add up, so blocks can be summed. ``coded``: the pairs
+        already factorized (codes, distinct pairs)."""
+        codes, values = coded if coded is not None else pd.factorize(pair)
+        n_pairs = len(values)
+        e_best = e_cut = np.zeros(n_pairs)
+        n = np.zeros(n_pairs, dtype=np.int64)
+        if len(codes):
+            key = (codes.astype(np.int64) << 32) | withdrawal
+            order = np.argsort(key)
+            key = key[order]
+            starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))  # one per (pair, withdrawal)
+            e_sorted = evidence[order]
+            best = np.maximum.reduceat(e_sorted, starts)
+            best_is_cut = np.maximum.reduceat(np.where(kind[order] == 1, e_sorted, -np.inf), starts) >= best
+            best_pair = key[starts] >> 32
+            e_best = np.bincount(best_pair, weights=best, minlength=n_pairs)
+            e_cut = np.bincount(best_pair, weights=np.where(best_is_cut, best, 0.0), minlength=n_pairs)
+            n = np.bincount(best_pair, minlength=n_pairs)
+        return pd.DataFrame({"e": e_best, "e_cut": e_cut, "n": n}, index=pd.Index(values, name="pair"))
 
     def pair_scores(self, sums: pd.DataFrame) -> pd.DataFrame:
         """Score = summed evidence - log C(N_a, n), N_a = a's withdrawals.
@@ -439,10 +444,10 @@ def assign(w_members: np.ndarray, d_members: np.ndarray, evidence: np.ndarray) -
 
 def _dense_members(members: np.ndarray) -> np.ndarray:
     """Row ids renumbered 0..k-1 (-1 pads kept) when they are sparse, so used-flags stay small."""
-    members = np.ascontiguousarray(members, dtype=np.int64)
-    valid = members >= 0
+    members = np.ascontiguousarray(members)
     if members.max(initial=-1) < 4 * len(members) + 1024:
         return members
+    valid = members >= 0
     uniq, inverse = np.unique(members[valid], return_inverse=True)
     dense = np.full(members.shape, -1, dtype=np.int64)
     dense[valid] = inverse
@@ -610,19 +615,21 @@ def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block, carry_repeat
     return (part[part["n"].to_numpy() > 1] if carry_repeats_only else part), len(c.kind)
 
 
-def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Support,
+def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Support | None,
                     scored: tuple[_Candidates, np.ndarray] | None = None) -> tuple[_Candidates, np.ndarray, np.ndarray]:
     """Pass 2 on one block: the transfers its owned withdrawals take, as (candidates with run ids,
     evidence, weight). The block's withdrawals and its halo compete for the deposits, as in one
-    global assignment; only the owned withdrawals' transfers are returned. ``scored``: the block's
-    candidates and evidence when already at hand."""
+    global assignment; only the owned withdrawals' transfers are returned. ``support``: pass 1's
+    pair scores (None: the block is the whole run, its own candidates give the support).
+    ``scored``: the block's candidates and evidence when already at hand."""
     c, e = scored if scored is not None else _scored(engine, rates, block)
     pair = engine.pair_code(c)
-    boost = support.lookup(pair)
-    local = np.isnan(boost)
-    if local.any():
-        block_support = Support.from_scores(engine.pair_scores(engine.pair_sums(pair[local], c.w_members[local, 0], e[local], c.kind[local]))["score"])
-        boost[local] = block_support.lookup(pair[local])
+    boost = support.lookup(pair) if support is not None else np.full(len(pair), np.nan)
+    local = np.flatnonzero(np.isnan(boost))
+    if len(local):
+        codes, values = pd.factorize(pair[local])
+        sums = engine.pair_sums(pair[local], c.w_members[local, 0], e[local], c.kind[local], coded=(codes, values))
+        boost[local] = engine.pair_scores(sums)["score"].to_numpy()[codes]
     weight = e + np.maximum(boost, 0.0)
     chosen = assign(c.w_members, c.d_members, weight)
     chosen = chosen[block.own[c.w_members[chosen, 0]]]
@@ -659,11 +666,9 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows) -> _Orientation:
     if grid.is_single(W):
         (block,) = _blocks(W, D, grid)
         scored = _scored(engine, rates, block)
-        c, e = scored
-        support = Support.from_scores(engine.pair_scores(engine.pair_sums(engine.pair_code(c), c.w_members[:, 0], e, c.kind))["score"])
-        n_candidates = len(c.kind)
-        parts = [block_transfers(engine, rates, block, support, scored)]
-        del c, e, scored
+        n_candidates = len(scored[1])
+        parts = [block_transfers(engine, rates, block, None, scored)]
+        del scored
     else:
         sums, counts = zip(*(block_pair_sums(engine, rates, b, carry_repeats_only=True) for b in _blocks(W, D, grid)))
         support = Support.from_scores(engine.pair_scores(engine.sum_pairs(list(sums)))["score"])
