@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numba
 import numpy as np
@@ -227,6 +227,7 @@ class _Candidates:
     amount_out: np.ndarray
     amount_in: np.ndarray
     lag: np.ndarray  # seconds, from first withdrawn part to last deposited part
+    t_out: np.ndarray  # time of the first withdrawn part (seconds in the run's orientation)
     rate: np.ndarray  # population rate (per second) of deposits matching this candidate's amount
 
 
@@ -353,7 +354,7 @@ class LinkEngine:
             kind=np.full(len(wi), kind, dtype=np.int8),
             w_members=W.members[wi], d_members=D.members[dj],
             source=W.account[wi], target=D.account[dj],
-            amount_out=W.amount[wi], amount_in=D.amount[dj], lag=lag, rate=rate,
+            amount_out=W.amount[wi], amount_in=D.amount[dj], lag=lag, rate=rate, t_out=W.t_first[wi],
         )
 
     def evidence(self, c: _Candidates) -> np.ndarray:
@@ -518,9 +519,11 @@ class BlockGrid:
         """Block that owns a withdrawal at time ``t``."""
         return (t - self.origin) // self.length
 
-    def first_seeing(self, t: np.ndarray, side_reach: int) -> np.ndarray:
-        """Earliest block whose view (its own span plus ``side_reach``) contains time ``t``."""
-        return np.maximum((t - side_reach - self.origin) // self.length, 0)
+    def seeing(self, t: np.ndarray, deposit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and last block whose view contains a row at time ``t``: a block sees withdrawals
+        up to ``reach`` and deposits up to ``2 * reach`` after its own span (last < first: none)."""
+        extra = np.where(deposit, 2 * self.reach, self.reach)
+        return np.maximum((t - extra - self.origin) // self.length, 0), (t - self.origin) // self.length
 
 
 def make_block(W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, own: np.ndarray) -> Block:
@@ -529,8 +532,9 @@ def make_block(W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, own: np.n
                  np.asarray(w_id, dtype=np.int64), np.asarray(d_id, dtype=np.int64), np.asarray(own, dtype=bool))
 
 
-def _blocks(W: _Rows, D: _Rows, grid: BlockGrid) -> Iterator[Block]:
-    """The blocks of ``grid`` that own at least one withdrawal, in time order."""
+def _blocks(W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, grid: BlockGrid) -> Iterator[Block]:
+    """The blocks of ``grid`` that own at least one withdrawal, in time order; rows in each block
+    are in time order, ties in the order of W and D (input row order)."""
     w_order = np.argsort(W.t_first, kind="stable")
     w_sorted = W.t_first[w_order]
     d_order = np.argsort(D.t_first, kind="stable")
@@ -541,37 +545,35 @@ def _blocks(W: _Rows, D: _Rows, grid: BlockGrid) -> Iterator[Block]:
         lo, hi = np.searchsorted(w_sorted, [b0, b1 + grid.reach])
         dlo, dhi = np.searchsorted(d_sorted, [b0, b1 + 2 * grid.reach])
         w_idx, d_idx = w_order[lo:hi], d_order[dlo:dhi]
-        yield make_block(_take_rows(W, w_idx), _take_rows(D, d_idx), w_idx, d_idx, W.t_first[w_idx] < b1)
+        yield make_block(_take_rows(W, w_idx), _take_rows(D, d_idx), w_id[w_idx], d_id[d_idx], W.t_first[w_idx] < b1)
 
 
-def block_grid(engine: LinkEngine, W: _Rows, D: _Rows, rates: Rates, probe: int = 20_000) -> BlockGrid:
+def block_grid(engine: LinkEngine, rates: Rates, n_w: int, t_min: int, t_max: int,
+               probe_rows: Callable[[int, int], tuple[_Rows, _Rows]], probe: int = 20_000) -> BlockGrid:
     """Blocks as configured, or as long as fits the candidate budget at this density.
 
     Density (how many same-amount deposits each withdrawal finds) decides the candidate count, so
-    the budget is turned into a block length by counting candidates in a probe: the time span in
-    the middle of the data that holds about ``probe`` withdrawals at the average rate. Only counts
-    and one time slice are needed, so a distributed engine computes the same grid.
+    the budget is turned into a block length by counting candidates in a probe: the time slice in
+    the middle of the data that holds about ``probe`` withdrawals at the average rate.
+    ``probe_rows(start, width)`` returns the withdrawals in [start, start + width) and the deposits
+    up to ``2 * reach`` later. Only counts and that slice are needed, so any engine computes the
+    same grid.
     """
     opts = engine.opts
-    reach = engine.reach
-    n_w = len(W)
     if n_w == 0:
-        return BlockGrid(0, 1, reach)
-    t0, t1 = int(W.t_first.min()), int(W.t_first.max())
-    span = t1 - t0 + 1
+        return BlockGrid(0, 1, engine.reach)
+    span = t_max - t_min + 1
     if opts.block_withdrawals is not None:
         per_block = opts.block_withdrawals
     elif n_w <= probe:
         per_block = n_w
     else:
         width = max(int(span * probe / n_w), 1)
-        p0 = t0 + (span - width) // 2
-        w_idx = np.flatnonzero((W.t_first >= p0) & (W.t_first < p0 + width))
-        d_idx = np.flatnonzero((D.t_first >= p0) & (D.t_first < p0 + width + 2 * reach))
-        per_withdrawal = max(len(engine.candidates(_subset(W, w_idx), _subset(D, d_idx), rates).kind) / max(len(w_idx), 1), 1.0)
+        W, D = probe_rows(t_min + (span - width) // 2, width)
+        per_withdrawal = max(len(engine.candidates(W, D, rates).kind) / max(len(W), 1), 1.0)
         per_block = int(np.clip(opts.block_candidates / per_withdrawal, 20_000, 2_000_000))
     length = span if per_block >= n_w else max(int(span * per_block / n_w), 1)
-    return BlockGrid(t0, length, reach)
+    return BlockGrid(t_min, length, engine.reach)
 
 
 def _global(members: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -615,14 +617,14 @@ def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block, carry_repeat
     return (part[part["n"].to_numpy() > 1] if carry_repeats_only else part), len(c.kind)
 
 
-def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Support | None,
-                    scored: tuple[_Candidates, np.ndarray] | None = None) -> tuple[_Candidates, np.ndarray, np.ndarray]:
+def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Support | None) -> tuple[_Candidates, np.ndarray, np.ndarray, int]:
     """Pass 2 on one block: the transfers its owned withdrawals take, as (candidates with run ids,
-    evidence, weight). The block's withdrawals and its halo compete for the deposits, as in one
-    global assignment; only the owned withdrawals' transfers are returned. ``support``: pass 1's
-    pair scores (None: the block is the whole run, its own candidates give the support).
-    ``scored``: the block's candidates and evidence when already at hand."""
-    c, e = scored if scored is not None else _scored(engine, rates, block)
+    evidence, weight, how many candidates the block had). The block's withdrawals and its halo
+    compete for the deposits, as in one global assignment; only the owned withdrawals' transfers
+    are returned. ``support``: pass 1's pair scores (None: the block is the whole run, and its own
+    candidates give the support)."""
+    c, e = _scored(engine, rates, block)
+    n_candidates = len(e)
     pair = engine.pair_code(c)
     boost = support.lookup(pair) if support is not None else np.full(len(pair), np.nan)
     local = np.flatnonzero(np.isnan(boost))
@@ -636,7 +638,7 @@ def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Sup
     c = _take(c, chosen)
     c.w_members = _global(c.w_members, block.w_id)
     c.d_members = _global(c.d_members, block.d_id)
-    return c, e[chosen], weight[chosen]
+    return c, e[chosen], weight[chosen], n_candidates
 
 
 def resolve(parts: list[tuple[_Candidates, np.ndarray, np.ndarray]]) -> tuple[_Candidates, np.ndarray]:
@@ -652,32 +654,42 @@ def resolve(parts: list[tuple[_Candidates, np.ndarray, np.ndarray]]) -> tuple[_C
     return c, e
 
 
-def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows) -> _Orientation:
-    """Candidates, evidence, assignment and pair scores, streamed through time blocks.
-
-    Pass 1 sums each pair's support over all blocks (it steers the assignment towards pairs that
-    repeat); pass 2 assigns block by block, each block on its own, and :func:`resolve` settles the
-    rows two neighbouring blocks both claim. Only one block's candidates are in memory at a time;
-    the rates behind the evidence are global. A distributed engine runs the same block functions
-    partition by partition (tracer/spark_link.py).
-    """
+def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray) -> _Orientation:
+    """Candidates, evidence, assignment and pair scores of one orientation, streamed through time
+    blocks (see :func:`block_pair_sums`, :func:`block_transfers`, :func:`resolve`). Only one
+    block's candidates are in memory at a time; the rates behind the evidence are global.
+    tracer/spark_link.py runs the same block functions partition by partition."""
     rates = engine.rates(W, D)
-    grid = block_grid(engine, W, D, rates)
-    if grid.is_single(W):
-        (block,) = _blocks(W, D, grid)
-        scored = _scored(engine, rates, block)
-        n_candidates = len(scored[1])
-        parts = [block_transfers(engine, rates, block, None, scored)]
-        del scored
-    else:
-        sums, counts = zip(*(block_pair_sums(engine, rates, b, carry_repeats_only=True) for b in _blocks(W, D, grid)))
-        support = Support.from_scores(engine.pair_scores(engine.sum_pairs(list(sums)))["score"])
-        n_candidates = int(sum(counts))
-        del sums
-        parts = [block_transfers(engine, rates, b, support) for b in _blocks(W, D, grid)]
-    t, e_t = resolve(parts)
+
+    def probe_rows(start: int, width: int) -> tuple[_Rows, _Rows]:
+        w = np.flatnonzero((W.t_first >= start) & (W.t_first < start + width))
+        d = np.flatnonzero((D.t_first >= start) & (D.t_first < start + width + 2 * engine.reach))
+        return _subset(W, w), _subset(D, d)
+
+    grid = block_grid(engine, rates, len(W), int(W.t_first.min(initial=0)), int(W.t_first.max(initial=0)), probe_rows)
+    single = grid.is_single(W)
+    sums, counts = [], []
+    if not single:
+        for block in _blocks(W, D, w_id, d_id, grid):
+            part, n = block_pair_sums(engine, rates, block, carry_repeats_only=True)
+            sums.append(part)
+            counts.append(n)
+    support = pass_one_support(engine, sums, single)
+    parts = [block_transfers(engine, rates, block, support) for block in _blocks(W, D, w_id, d_id, grid)]
+    return orientation(engine, parts, sum(counts) if not single else None)
+
+
+def pass_one_support(engine: LinkEngine, sums: list[pd.DataFrame], single: bool) -> Support | None:
+    """Pass 1's pair support from the blocks' sums in block order (None for a single block: its
+    own candidates give the support in pass 2)."""
+    return None if single else Support.from_scores(engine.pair_scores(engine.sum_pairs(sums))["score"])
+
+
+def orientation(engine: LinkEngine, parts: list[tuple[_Candidates, np.ndarray, np.ndarray, int]], n_candidates: int | None) -> _Orientation:
+    """Settle the blocks' transfers (in block order) and score the pairs they form."""
+    t, e_t = resolve([p[:3] for p in parts])
     pairs = engine.pair_scores(engine.pair_sums(engine.pair_code(t), t.w_members[:, 0], e_t, t.kind))
-    return _Orientation(t, e_t, pairs, n_candidates)
+    return _Orientation(t, e_t, pairs, n_candidates if n_candidates is not None else sum(p[3] for p in parts))
 
 
 def expected_null_above(scores: np.ndarray, decoy: np.ndarray, tail_fraction: float = 0.01, min_tail: int = 25) -> np.ndarray:
@@ -797,50 +809,79 @@ def infer_links(transactions: pd.DataFrame, **options) -> LinkResult:
 
 
 def _infer(tx: pd.DataFrame, opts: LinkOptions) -> LinkResult:
-    codes, accounts = _account_codes(tx["client_id"])
-    amount = tx["amount_cents"].to_numpy(np.int64)
-    seconds = tx["timestamp"].to_numpy("datetime64[s]").astype(np.int64)
-    row_id = tx["row_id"].to_numpy(np.int64)
-    t0, t1 = (seconds.min(), seconds.max()) if len(seconds) else (0, 0)
+    return infer_from_runs(LocalRuns(tx, opts), opts)
+
+
+def make_engine(opts: LinkOptions, w_per_account: np.ndarray, d_per_account: np.ndarray, t0: int, t1: int) -> LinkEngine:
+    """The engine for a run: per-account withdrawal and deposit counts and the time span."""
     if t1 - t0 >= 2**_TIME_BITS - int(opts.window_hours * 3600) - 1:
         raise ValueError("time span longer than 30 years: split the input by time")
-    stated = _stated_mask(tx)
-    is_w, is_d = (amount < 0) & ~stated, (amount > 0) & ~stated
+    share = d_per_account.astype(np.float64) / max(float(d_per_account.sum()), 1.0)
+    return LinkEngine(opts, share, w_per_account, float(t1 - t0))
+
+
+class LocalRuns:
+    """Orientation runs on in-memory arrays (the default engine).
+
+    An engine provides ``engine``, ``accounts`` (name per account code), ``t0`` (seconds of the
+    earliest row), ``stated`` (rows named by a counterparty column), ``n_withdrawals``,
+    ``n_deposits`` and ``run(mirror, exclude)``: one orientation (forward time, or mirrored:
+    deposits *before* withdrawals) without the rows whose input row ids are in ``exclude``.
+    """
+
+    def __init__(self, tx: pd.DataFrame, opts: LinkOptions):
+        codes, self.accounts = _account_codes(tx["client_id"])
+        self.amount = tx["amount_cents"].to_numpy(np.int64)
+        self.seconds = tx["timestamp"].to_numpy("datetime64[s]").astype(np.int64)
+        self.row_id = tx["row_id"].to_numpy(np.int64)
+        self.codes = codes
+        self.t0, self.t1 = (int(self.seconds.min()), int(self.seconds.max())) if len(tx) else (0, 0)
+        stated = _stated_mask(tx)
+        self.stated = tx[stated]
+        self.w_rows = np.flatnonzero((self.amount < 0) & ~stated)
+        self.d_rows = np.flatnonzero((self.amount > 0) & ~stated)
+        self.n_withdrawals, self.n_deposits = len(self.w_rows), len(self.d_rows)
+        n = len(self.accounts)
+        self.engine = make_engine(opts, np.bincount(codes[self.w_rows], minlength=n), np.bincount(codes[self.d_rows], minlength=n), self.t0, self.t1)
+
+    def run(self, mirror: bool, exclude: np.ndarray | None = None) -> _Orientation:
+        t = self.t1 - self.seconds if mirror else self.seconds - self.t0
+        w, d = self.w_rows, self.d_rows
+        if exclude is not None:
+            w, d = w[~np.isin(self.row_id[w], exclude)], d[~np.isin(self.row_id[d], exclude)]
+        W = _base_rows(self.codes[w], -self.amount[w], t[w])
+        D = _base_rows(self.codes[d], self.amount[d], t[d])
+        return _run_orientation(self.engine, W, D, self.row_id[w], self.row_id[d])
+
+
+def infer_from_runs(runs, opts: LinkOptions) -> LinkResult:
+    """Link inference given an engine's orientation runs (:class:`LocalRuns` or Spark's): the
+    forward run, a first mirrored run for the q-values that decide which rows are explained, and
+    the final mirrored run without those rows; then target-decoy competition and the output frames."""
+    engine, accounts = runs.engine, runs.accounts
     n_accounts = len(accounts)
-    d_count = np.bincount(codes[is_d], minlength=n_accounts).astype(np.float64)
-    share = d_count / max(d_count.sum(), 1.0)
-    engine = LinkEngine(opts, share, np.bincount(codes[is_w], minlength=n_accounts), float(t1 - t0))
-    w_rows, d_rows = np.flatnonzero(is_w), np.flatnonzero(is_d)
-
-    def sides(t: np.ndarray, w_keep: np.ndarray | slice = slice(None), d_keep: np.ndarray | slice = slice(None)) -> tuple[_Rows, _Rows]:
-        w, d = w_rows[w_keep], d_rows[d_keep]
-        return (_base_rows(codes[w], -amount[w], t[w]), _base_rows(codes[d], amount[d], t[d]))
-
-    forward = _run_orientation(engine, *sides(seconds - t0))
+    forward = runs.run(mirror=False)
     pairs = forward.pairs
-    _compete(pairs, _run_orientation(engine, *sides(t1 - seconds)).pairs)
+    _compete(pairs, runs.run(mirror=True).pairs)
     # Rows explained by confident forward links are not free to coincide in the forward run (the
     # assignment gave them to their real partner); take them out of the mirrored run as well so
     # that coincidences in both directions draw on the same leftover rows.
-    explained = _take(forward.transfers, np.flatnonzero(pairs["q_value"].reindex(
-        forward.transfers.source.astype(np.int64) * n_accounts + forward.transfers.target).to_numpy() <= opts.protect_q))
-    w_keep = np.ones(len(w_rows), dtype=bool)
-    d_keep = np.ones(len(d_rows), dtype=bool)
-    w_keep[explained.w_members[explained.w_members >= 0]] = False
-    d_keep[explained.d_members[explained.d_members >= 0]] = False
-    mirrored = _run_orientation(engine, *sides(t1 - seconds, w_keep, d_keep))
+    explained = _take(forward.transfers, np.flatnonzero(pairs["q_value"].reindex(engine.pair_code(forward.transfers)).to_numpy() <= opts.protect_q))
+    members = np.concatenate([explained.w_members.ravel(), explained.d_members.ravel()])
+    mirrored = runs.run(mirror=True, exclude=np.unique(members[members >= 0]))
     decoy_scores = _compete(pairs, mirrored.pairs)
-    inferred = _transfer_frame(forward, row_id[w_rows], row_id[d_rows], seconds[w_rows], accounts, n_accounts, pairs["q_value"])
+    inferred = _transfer_frame(forward, runs.t0, accounts, engine, pairs["q_value"])
     pair_index = pd.MultiIndex.from_arrays([accounts[pairs.index.to_numpy() // n_accounts], accounts[pairs.index.to_numpy() % n_accounts]])
     pair_stats = pd.DataFrame({"score": pairs["score"].to_numpy() / np.log(10), "q_value": pairs["q_value"].to_numpy()}, index=pair_index)
-    transfers = pd.concat([inferred, _stated_transfers(tx[stated], engine.window)], ignore_index=True) if stated.any() else inferred
+    stated = runs.stated
+    transfers = pd.concat([inferred, _stated_transfers(stated, engine.window)], ignore_index=True) if len(stated) else inferred
     transfers["kind"] = pd.Categorical(transfers["kind"], categories=list(KINDS))
     all_links = _link_frame(transfers, pair_stats)
     links = all_links[all_links["q_value"] <= opts.max_q].reset_index(drop=True)
     stats = {
-        "withdrawals": int(is_w.sum()), "deposits": int(is_d.sum()),
+        "withdrawals": runs.n_withdrawals, "deposits": runs.n_deposits,
         "candidates": forward.n_candidates, "decoy_candidates": mirrored.n_candidates,
-        "stated_rows": int(stated.sum()),
+        "stated_rows": len(stated),
         "transfers": len(transfers), "pairs_tested": len(pairs), "decoy_pairs": len(decoy_scores),
         "links": len(links),
     }
@@ -854,9 +895,9 @@ def _account_codes(client_id: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int32), np.asarray(uniques, dtype=object)
 
 
-def _join_rows(members: np.ndarray, row_ids: np.ndarray) -> pd.Series:
-    """Space-separated input row ids of the (up to 3) parts of each transfer side."""
-    cols = [np.where(members[:, k] >= 0, row_ids[np.maximum(members[:, k], 0)], -1) for k in range(3)]
+def _join_rows(members: np.ndarray) -> pd.Series:
+    """Space-separated input row ids of the (up to 3, -1 padded) parts of each transfer side."""
+    cols = [members[:, k] for k in range(3)]
     text = pd.Series(cols[0]).astype(str)
     for col in cols[1:]:
         extra = pd.Series(col).astype(str)
@@ -864,13 +905,13 @@ def _join_rows(members: np.ndarray, row_ids: np.ndarray) -> pd.Series:
     return text
 
 
-def _transfer_frame(o: _Orientation, w_row_ids, d_row_ids, w_seconds, accounts, n_accounts, pair_q: pd.Series) -> pd.DataFrame:
+def _transfer_frame(o: _Orientation, t0: int, accounts: np.ndarray, engine: LinkEngine, pair_q: pd.Series) -> pd.DataFrame:
     t = o.transfers
-    pair = t.source.astype(np.int64) * n_accounts + t.target
-    first = w_seconds[t.w_members[:, 0]]
+    pair = engine.pair_code(t)
+    first = t.t_out + t0
     frame = pd.DataFrame({
-        "withdrawal_rows": _join_rows(t.w_members, w_row_ids),
-        "deposit_rows": _join_rows(t.d_members, d_row_ids),
+        "withdrawal_rows": _join_rows(t.w_members),
+        "deposit_rows": _join_rows(t.d_members),
         "source": accounts[t.source],
         "target": accounts[t.target],
         "amount_out": t.amount_out / 100.0,
