@@ -64,6 +64,8 @@ REJECTION_REASONS: dict[str, str] = {
 DEFAULT_DEPOSIT_VALUES = frozenset({"credit", "deposit", "cr", "in", "+", "c"})
 DEFAULT_WITHDRAWAL_VALUES = frozenset({"debit", "withdrawal", "dr", "out", "-", "d"})
 _DELIMITER_CANDIDATES = (",", ";", "\t", "|")
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".gz", ".bz2", ".zst", ".lz4")
 _ISO_DATE = "%Y-%m-%d"
 _ISO_TIME = "%H:%M:%S"
 _ISO_DATETIME = "%Y-%m-%d %H:%M:%S"
@@ -195,7 +197,7 @@ def load_transactions(
     ``load_transactions(path, amount="Betrag", delimiter=";", decimal=",")``.
     Raises LoadError when the input cannot be used at all; bad rows go to ``rejected``.
     """
-    mapping = _resolve_mapping(mapping, mapping_overrides)
+    mapping = resolve_mapping(mapping, mapping_overrides)
     delimiter = None
     malformed: list[tuple[int, str, str]] = []
     if isinstance(source, pd.DataFrame):
@@ -212,13 +214,14 @@ def load_transactions(
             row_ids = np.arange(table.num_rows, dtype=np.int64)
         else:
             table, row_ids, malformed, delimiter = _read_csv(path, name, mapping)
-    cols = _resolve_columns(table.column_names, mapping, name, delimiter)
+    cols = resolve_columns(table.column_names, mapping, name, delimiter)
     rows_in = table.num_rows + len(malformed)
-    tx, rejected = _validate(table, cols, mapping, row_ids, malformed, delimiter or ",")
+    tx, rejected = validate_table(table, row_ids, mapping, cols, malformed, delimiter or ",")
     return LoadResult(tx, rejected, rows_in, name, delimiter, cols)
 
 
-def _resolve_mapping(mapping: ColumnMapping | None, overrides: dict[str, Any]) -> ColumnMapping:
+def resolve_mapping(mapping: ColumnMapping | None, overrides: dict[str, Any]) -> ColumnMapping:
+    """``mapping`` (or the default) with ``overrides`` applied; unknown option names are a MappingError."""
     mapping = mapping or ColumnMapping()
     if not overrides:
         return mapping
@@ -238,9 +241,9 @@ def _resolve_mapping(mapping: ColumnMapping | None, overrides: dict[str, Any]) -
 def _is_parquet(path: Path) -> bool:
     if path.is_dir():
         return True
-    if path.suffix.lower() in (".parquet", ".pq", ".parq"):
+    if path.suffix.lower() in PARQUET_SUFFIXES:
         return True
-    if path.suffix.lower() in (".csv", ".tsv", ".txt", ".gz", ".bz2", ".zst", ".lz4"):
+    if path.suffix.lower() in CSV_SUFFIXES:
         return False
     with open(path, "rb") as fh:  # unknown suffix: sniff the magic number
         return fh.read(4) == b"PAR1"
@@ -248,7 +251,7 @@ def _is_parquet(path: Path) -> bool:
 
 def _read_parquet(path: Path, name: str) -> pa.Table:
     if path.is_dir():
-        parts = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".parquet", ".pq", ".parq"))
+        parts = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES)
         if not parts:
             raise LoadError(f"{name}: directory contains no .parquet files")
         files = [str(p) for p in parts]
@@ -304,6 +307,15 @@ def _detect_delimiter(header: str) -> str:
     return best
 
 
+def encoding_error(name: str, encoding: str, bad: bytes, line: int) -> LoadError:
+    """The LoadError for an undecodable byte ``bad`` on 1-based text ``line``."""
+    byte = f" 0x{bad.hex()}" if bad else ""
+    return LoadError(
+        f"{name}: not valid {encoding} (byte{byte} on line {line}); the file was probably "
+        f"exported in another encoding: pass encoding='cp1252' or encoding='latin-1'"
+    )
+
+
 def _encoding_error(path: Path, name: str, encoding: str) -> LoadError:
     """Find the first undecodable byte (slow path, only after a failure) and describe it."""
     decoder = codecs.getincrementaldecoder(encoding)()
@@ -316,13 +328,8 @@ def _encoding_error(path: Path, name: str, encoding: str) -> LoadError:
                 decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as exc:
                 obj = bytes(exc.object)  # the decoder's pending bytes + this chunk
-                bad = obj[exc.start:exc.start + 1]
-                line += obj[:exc.start].count(b"\n")
-                byte = f" 0x{bad.hex()}" if bad else ""
-                return LoadError(
-                    f"{name}: not valid {encoding} (byte{byte} on line {line}); the file was probably "
-                    f"exported in another encoding: pass encoding='cp1252' or encoding='latin-1'"
-                )
+                return encoding_error(name, encoding, obj[exc.start:exc.start + 1],
+                                      line + obj[:exc.start].count(b"\n"))
             if not chunk:
                 break
             carry = decoder.getstate()[0]
@@ -337,38 +344,45 @@ def _read_csv(path: Path, name: str, mapping: ColumnMapping):
         raise LoadError(f"{name}: cannot read file ({_one_line(exc)})") from None
     if not sample.strip():
         raise LoadError(f"{name}: file is empty (no header line)")
-    enc = codecs.lookup(mapping.encoding).name
     try:
         text = codecs.getincrementaldecoder(mapping.encoding)().decode(sample, final=False)
     except UnicodeDecodeError:
         raise _encoding_error(path, name, mapping.encoding) from None
     text = text.lstrip("\ufeff")
-    header = text.splitlines()[0] if text.splitlines() else ""
+    names, delimiter = csv_header(text.splitlines()[0] if text.splitlines() else "", name, mapping)
+
+    if len(text.splitlines()) <= 1 and len(sample) < (1 << 16):  # header only: no data rows
+        empty = pa.table({n: pa.array([], pa.string()) for n in names})
+        return empty, np.zeros(0, dtype=np.int64), [], delimiter
+    read = lambda threads: read_csv_records(str(path), names, delimiter, mapping, use_threads=threads, skip_header=True)  # noqa: E731
+    try:
+        table, malformed = read(True)
+        if malformed:  # row numbers are only known in single-threaded mode
+            table, malformed = read(False)
+    except pa.ArrowInvalid as exc:
+        msg = _one_line(exc)
+        if "UTF8" in msg or "utf8" in msg.lower():
+            raise _encoding_error(path, name, mapping.encoding) from None
+        try:  # e.g. a quoted newline split across blocks: retry in exact single-threaded mode
+            table, malformed = read(False)
+        except pa.ArrowInvalid as exc2:
+            raise LoadError(f"{name}: cannot parse CSV ({_one_line(exc2)})") from None
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
+        raise LoadError(f"{name}: cannot read CSV ({_one_line(exc)})") from None
+
+    # pyarrow's row number counts records from 1 including the header: data row_id = number - 2.
+    bad = [(number - 2, reason, raw) for number, reason, raw in malformed]
+    good = np.ones(table.num_rows + len(bad), dtype=bool)
+    good[[b[0] for b in bad]] = False
+    return table, np.flatnonzero(good).astype(np.int64), bad, delimiter
+
+
+def csv_header(header: str, name: str, mapping: ColumnMapping) -> tuple[list[str], str]:
+    """Column names and delimiter from the header line (BOM removed), parsed by pyarrow's own
+    quoting rules; a blank header or duplicate names are a LoadError."""
     if not header.strip():
         raise LoadError(f"{name}: first line is empty; expected a header line with column names")
     delimiter = mapping.delimiter or _detect_delimiter(header)
-
-    # Header through pyarrow itself (same quoting rules), then every column typed as string.
-    def read(use_threads: bool, names: list[str] | None, malformed: list):
-        def handler(row):
-            malformed.append((row.number, row.expected_columns, row.actual_columns, row.text))
-            return "skip"
-
-        read_opts = pacsv.ReadOptions(
-            use_threads=use_threads,
-            encoding="utf8" if enc == "utf-8" else mapping.encoding,
-            **({"column_names": names, "skip_rows": 1} if names is not None else {}),
-        )
-        parse_opts = pacsv.ParseOptions(
-            delimiter=delimiter, ignore_empty_lines=False, newlines_in_values=not use_threads,
-            invalid_row_handler=handler,
-        )
-        conv = pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names} if names else None,
-            strings_can_be_null=False, quoted_strings_can_be_null=False,
-        )
-        return pacsv.read_csv(str(path), read_options=read_opts, parse_options=parse_opts, convert_options=conv)
-
     try:
         names_tbl = pacsv.read_csv(
             pa.BufferReader(header.encode("utf-8") + b"\n"),
@@ -384,42 +398,42 @@ def _read_csv(path: Path, name: str, mapping: ColumnMapping):
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise LoadError(f"{name}: duplicate column name(s) in header: {', '.join(dup)}")
-
-    malformed: list = []
-    if len(text.splitlines()) <= 1 and len(sample) < (1 << 16):  # header only: no data rows
-        empty = pa.table({n: pa.array([], pa.string()) for n in names})
-        return empty, np.zeros(0, dtype=np.int64), [], delimiter
-    try:
-        table = read(True, names, malformed)
-        if malformed:  # row numbers are only known in single-threaded mode
-            malformed = []
-            table = read(False, names, malformed)
-    except pa.ArrowInvalid as exc:
-        msg = _one_line(exc)
-        if "UTF8" in msg or "utf8" in msg.lower():
-            raise _encoding_error(path, name, mapping.encoding) from None
-        malformed = []
-        try:  # e.g. a quoted newline split across blocks: retry in exact single-threaded mode
-            table = read(False, names, malformed)
-        except pa.ArrowInvalid as exc2:
-            raise LoadError(f"{name}: cannot parse CSV ({_one_line(exc2)})") from None
-    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
-        raise LoadError(f"{name}: cannot read CSV ({_one_line(exc)})") from None
-
-    # pyarrow's row number counts records from 1 including the header: data row_id = number - 2.
-    bad_ids = np.array([m[0] - 2 for m in malformed], dtype=np.int64)
-    n_total = table.num_rows + len(bad_ids)
-    good = np.ones(n_total, dtype=bool)
-    good[bad_ids] = False
-    row_ids = np.flatnonzero(good).astype(np.int64)
-    bad = [
-        (int(m[0] - 2), "too few fields" if m[2] < m[1] else "too many fields", m[3])
-        for m in malformed
-    ]
-    return table, row_ids, bad, delimiter
+    return names, delimiter
 
 
-def _resolve_columns(header: list[str], mapping: ColumnMapping, name: str, delimiter: str | None) -> dict[str, str]:
+def read_csv_records(
+    source: str | pa.NativeFile, names: list[str], delimiter: str, mapping: ColumnMapping,
+    *, use_threads: bool, skip_header: bool,
+) -> tuple[pa.Table, list[tuple[int, str, str]]]:
+    """CSV records -> (table of strings, malformed lines as (record number, reason, text)).
+
+    The one place pyarrow's CSV options are set, so the local and the Spark loader parse alike.
+    Record numbers are pyarrow's: 1-based, counting the header line when ``skip_header``; they are
+    only exact with ``use_threads=False``.  Blank lines are kept as records of empty fields.
+    """
+    malformed: list[tuple[int, str, str]] = []
+
+    def handler(row) -> str:
+        reason = "too few fields" if row.actual_columns < row.expected_columns else "too many fields"
+        malformed.append((row.number, reason, row.text))
+        return "skip"
+
+    read_opts = pacsv.ReadOptions(
+        use_threads=use_threads, column_names=names, skip_rows=1 if skip_header else 0,
+        encoding="utf8" if codecs.lookup(mapping.encoding).name == "utf-8" else mapping.encoding,
+    )
+    parse_opts = pacsv.ParseOptions(
+        delimiter=delimiter, ignore_empty_lines=False, newlines_in_values=not use_threads,
+        invalid_row_handler=handler,
+    )
+    conv = pacsv.ConvertOptions(
+        column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False,
+    )
+    table = pacsv.read_csv(source, read_options=read_opts, parse_options=parse_opts, convert_options=conv)
+    return table, malformed
+
+
+def resolve_columns(header: list[str], mapping: ColumnMapping, name: str, delimiter: str | None) -> dict[str, str]:
     """role -> actual header name (exact match, else a unique case/space-insensitive match)."""
     folded: dict[str, list[str]] = {}
     for h in header:
@@ -671,7 +685,17 @@ class _Rejects:
             self.alive &= ~hit
 
 
-def _validate(table, cols, mapping, row_ids, malformed, delimiter):
+def validate_table(
+    table: pa.Table, row_ids: np.ndarray, mapping: ColumnMapping, cols: dict[str, str],
+    malformed: list[tuple[int, str, str]] = (), delimiter: str = ",",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate a table of input columns -> (canonical transactions, rejected rows).
+
+    ``row_ids`` number the table's rows, ``cols`` maps roles to its column names (resolve_columns),
+    ``malformed`` are lines that never became rows, as (row_id, reason, text).  Only the duplicate
+    flag looks across rows; everything else is row by row, so the Spark loader runs this function
+    on each partition and recomputes the duplicate flag per account.
+    """
     n = table.num_rows
     rej = _Rejects(n)
     col = lambda role: table.column(cols[role])  # noqa: E731
@@ -734,36 +758,50 @@ def _validate(table, cols, mapping, row_ids, malformed, delimiter):
             secs = secs + tsecs
 
     keep = rej.alive
-    tx = _build_frame(keep, row_ids, client, cents, secs, table, cols, mapping)
+    tx = _build_frame(keep, row_ids, client, cents, secs, table, cols)
     rejected = _build_rejected(rej, row_ids, malformed, table, delimiter)
     return tx, rejected
 
 
-def _build_frame(keep, row_ids, client, cents, secs, table, cols, mapping) -> pd.DataFrame:
+def _build_frame(keep, row_ids, client, cents, secs, table, cols) -> pd.DataFrame:
     idx = np.flatnonzero(keep)
     all_kept = len(idx) == len(keep)
     take = (lambda a: a) if all_kept else (lambda a: a.take(pa.array(idx)))
-    client_k = take(client)
-    enc = pc.dictionary_encode(client_k)
+    optional = {role: take(_as_string(table.column(cols[role]))) for role in OPTIONAL_COLUMNS if role in cols}
+    if all_kept:
+        return canonical_frame(row_ids, client, cents, secs, optional)
+    return canonical_frame(row_ids[idx], take(client), cents[idx], secs[idx], optional)
+
+
+def duplicate_flags(codes: np.ndarray, cents: np.ndarray, secs: np.ndarray) -> np.ndarray:
+    """True where the same (client code, cents, time) appeared at an earlier position."""
+    key = pd.DataFrame({"c": codes, "a": cents, "t": secs}, copy=False)
+    return key.duplicated(keep="first").to_numpy() if len(key) else np.zeros(0, bool)
+
+
+def canonical_frame(
+    row_ids: np.ndarray, client: pa.Array, cents: np.ndarray, secs: np.ndarray,
+    optional: dict[str, pa.Array], duplicate: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The canonical transactions frame, rows in the given (row_id) order; client categories in
+    order of first appearance.  ``duplicate`` is computed here unless given (the Spark loader
+    computes it per account)."""
+    enc = pc.dictionary_encode(client)
     codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
     cats = pd.Index(enc.dictionary.to_pylist(), dtype="str")
-    cents_k = cents[idx] if not all_kept else cents
-    secs_k = secs[idx] if not all_kept else secs
-    ts = secs_k.astype("datetime64[s]")
-    key = pd.DataFrame({"c": codes, "a": cents_k, "t": secs_k}, copy=False)
-    duplicate = key.duplicated(keep="first").to_numpy() if len(key) else np.zeros(0, bool)
+    if duplicate is None:
+        duplicate = duplicate_flags(codes, cents, secs)
     data = {
-        "row_id": row_ids[idx] if not all_kept else row_ids,
+        "row_id": row_ids,
         "client_id": pd.Categorical.from_codes(codes, categories=cats, validate=False),
-        "amount_cents": cents_k.astype(np.int64, copy=False),
-        "timestamp": ts,
-        "direction": pd.Categorical.from_codes((cents_k < 0).astype(np.int8), categories=["deposit", "withdrawal"],
+        "amount_cents": cents.astype(np.int64, copy=False),
+        "timestamp": secs.astype("datetime64[s]"),
+        "direction": pd.Categorical.from_codes((cents < 0).astype(np.int8), categories=["deposit", "withdrawal"],
                                                validate=False),
         "duplicate": duplicate.astype(bool, copy=False),
     }
-    for role in OPTIONAL_COLUMNS:
-        if role in cols:
-            data[role] = pd.array(_np_str(take(_as_string(table.column(cols[role])))), dtype="str")
+    for role, values in optional.items():
+        data[role] = pd.array(_np_str(values), dtype="str")
     df = pd.DataFrame(data, copy=False)
     df.index = pd.RangeIndex(len(df))
     return df
