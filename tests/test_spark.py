@@ -5,6 +5,8 @@ they run load.py's per-chunk validation the way the Spark loader does, in plain 
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -74,10 +76,14 @@ def test_chunked_validation_equals_whole_input():
     pd.testing.assert_frame_equal(pd.concat([c[1] for c in chunks], ignore_index=True), local.rejected)
 
 
-def test_import_without_pyspark_is_fine():
+def test_without_pyspark_only_the_spark_engine_needs_it(monkeypatch, tmp_path):
     import tracer.spark as ts
 
-    assert "install tracer[spark]" in ts.SPARK_MISSING and "Java 17" in ts.SPARK_MISSING
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # `import pyspark` now fails
+    with pytest.raises(ImportError, match=r"install tracer\[spark\].*Java 17"):
+        ts.spark_session()
+    (tmp_path / "tx.csv").write_text(HEADER + "A,1,2024-01-01,10:00:00\n")
+    assert len(load_transactions(tmp_path / "tx.csv").transactions) == 1
 
 
 # ------------------------------------------------------------- Spark == local
