@@ -22,7 +22,7 @@ import pandas as pd
 
 from tracer import __version__
 from tracer._io import current_umask
-from tracer.features import account_features
+from tracer.features import account_features, flow_features
 from tracer.graph import build_graph
 from tracer.link import LINK_COLUMNS, LinkOptions, infer_links
 from tracer.load import LoadResult, load_transactions
@@ -216,6 +216,21 @@ def _swap_in(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _spark_features(spark_load, links: pd.DataFrame, transfers: pd.DataFrame, holding_hours: float) -> pd.DataFrame:
+    """account_features with the behaviour part on Spark; the flow part needs only the deposits of
+    accounts that send confident transfers (for holding times), which are collected."""
+    from pyspark.sql import functions as F
+
+    from tracer.spark import behaviour_features_spark
+
+    sdf = spark_load.transactions
+    behaviour = behaviour_features_spark(sdf, spark_load.buckets)
+    senders = sorted(transfers["source"].astype(str).unique())
+    deposits = sdf.filter((F.col("amount_cents") > 0) & F.col("client_id").isin(senders)).select("client_id", "amount_cents", "timestamp").toPandas()
+    deposits["timestamp"] = pd.to_datetime(deposits["timestamp"]).astype("datetime64[s]")
+    return behaviour.join(flow_features(deposits, links, transfers, behaviour, holding_hours))
+
+
 def _graph(accounts: pd.DataFrame, links: pd.DataFrame) -> nx.DiGraph:
     """Graph of confident links; node attributes for accounts on a link or with a role."""
     on_link = set(links["source"].astype(str)) | set(links["target"].astype(str))
@@ -224,23 +239,48 @@ def _graph(accounts: pd.DataFrame, links: pd.DataFrame) -> nx.DiGraph:
 
 
 def analyze(source: str | os.PathLike | pd.DataFrame | LoadResult, *, seeds: tuple[str, ...] = (), labels: pd.Series | None = None,
-            verbose: bool = False, min_pass_through: float = 0.5, holding_hours: float = 72.0, **link_options) -> Analysis:
+            verbose: bool = False, min_pass_through: float = 0.5, holding_hours: float = 72.0,
+            engine: str = "local", spark_master: str | None = None, **link_options) -> Analysis:
     """Run the whole job on a file, a DataFrame (seed schema) or an already loaded result.
 
     ``seeds``: accounts an analyst knows to be criminal (their network is followed from them);
     ``labels``: roles for a labelled subset (supervised mode); ``link_options``: see
-    :class:`tracer.link.LinkOptions`.
+    :class:`tracer.link.LinkOptions`. ``engine="spark"`` reads the input (CSV or Parquet path(s))
+    and runs link inference and the behaviour features on Spark (``spark_master``: a master URL,
+    default ``local[*]``); only the links, transfers and per-account features come back, and the
+    results are the same as the local engine's.
     """
     stages = _Stages(verbose)
-    with stages.stage("load"):
-        loaded = source if isinstance(source, LoadResult) else load_transactions(source)
-    tx = loaded.transactions
-    with stages.stage("link inference"):
-        linked = infer_links(tx, **link_options)
+    if engine == "local":
+        with stages.stage("load"):
+            loaded = source if isinstance(source, LoadResult) else load_transactions(source)
+        tx = loaded.transactions
+        rows_analyzed = len(tx)
+        with stages.stage("link inference"):
+            linked = infer_links(tx, **link_options)
+        on_link = (linked.transfers["link_q_value"] <= linked.options.max_q).to_numpy()  # transfers of confident links
+        with stages.stage("features"):
+            features = account_features(tx, linked.links, linked.transfers[on_link], holding_hours=holding_hours)
+    elif engine == "spark":
+        from tracer.spark import load_spark, spark_session
+        from tracer.spark_link import infer_links_spark
+
+        if not isinstance(source, (str, os.PathLike)):
+            raise ValueError("the Spark engine reads its input itself: pass CSV or Parquet path(s)")
+        with stages.stage("load"):
+            spark_load = load_spark(spark_session(spark_master), source)
+            loaded = LoadResult(pd.DataFrame(), spark_load.rejected, spark_load.rows_in, spark_load.source,
+                                spark_load.delimiter, dict(spark_load.columns_used))
+            rows_analyzed = spark_load.transactions.count()
+        with stages.stage("link inference"):
+            linked = infer_links_spark(spark_load.transactions, **link_options)
+        on_link = (linked.transfers["link_q_value"] <= linked.options.max_q).to_numpy()
+        with stages.stage("features"):
+            features = _spark_features(spark_load, linked.links, linked.transfers[on_link], holding_hours)
+        spark_load.unpersist()
+    else:
+        raise ValueError(f"engine must be 'local' or 'spark', not {engine!r}")
     transfers = linked.transfers
-    on_link = (transfers["link_q_value"] <= linked.options.max_q).to_numpy()  # transfers of confident links
-    with stages.stage("features"):
-        features = account_features(tx, linked.links, transfers[on_link], holding_hours=holding_hours)
     with stages.stage("roles"):
         model = RoleModel(min_pass_through=min_pass_through, seeds=tuple(str(s) for s in seeds)).fit(features, linked.links, labels)
     with stages.stage("graph"):
@@ -254,7 +294,8 @@ def analyze(source: str | os.PathLike | pd.DataFrame | LoadResult, *, seeds: tup
         "tracer_version": __version__,
         "source": loaded.source,
         "rows_in": int(loaded.rows_in),
-        "rows_analyzed": int(len(tx)),
+        "rows_analyzed": int(rows_analyzed),
+        "engine": engine,
         "rows_rejected": int(loaded.rejected["row_id"].nunique()) if len(loaded.rejected) else 0,
         "accounts": int(len(accounts)),
         "links": int(len(linked.links)),

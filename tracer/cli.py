@@ -54,6 +54,11 @@ def _analyse_file(args: argparse.Namespace):
 
     if not args.quiet:
         print(f"tracer {__version__}: analysing {args.input}", file=sys.stderr)
+    if getattr(args, "engine", "local") == "spark":
+        if _mapping(args):
+            raise ValueError("--engine spark reads the seed columns (client_id, amount, date, time); input mapping options are local-only")
+        return analyze(args.input, seeds=tuple(args.seed_account), verbose=not args.quiet, engine="spark",
+                       spark_master=args.spark_master, **_options(args))
     loaded = load_transactions(args.input, **_mapping(args))
     return analyze(loaded, seeds=tuple(args.seed_account), verbose=not args.quiet, **_options(args))
 
@@ -122,7 +127,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tracer.synth import format_summary, write_scenario
 
     summary = write_scenario(args.scenario, args.out, seed=args.seed, accounts=args.accounts, years=args.years,
-                             networks=args.networks, fmt=args.format, progress=not args.quiet)
+                             networks=args.networks, activity=args.activity, fmt=args.format, progress=not args.quiet)
     print(format_summary(summary))
     print(f"scenario {args.scenario!r} (seed {args.seed}) written to {Path(args.out).resolve()}")
     return 0
@@ -144,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="transactions: CSV, Parquet file or folder of Parquet parts")
     p.add_argument("--out", required=True, help="output folder (replaced as a whole)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="local (default) or spark: read the input and infer links on Apache Spark (needs tracer[spark], Java 17+)")
+    p.add_argument("--spark-master", metavar="URL", help="Spark master for --engine spark (default local[*])")
     _link_args(p)
     _input_args(p)
     p.set_defaults(func=cmd_analyze)
@@ -181,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accounts", type=int, default=None)
     p.add_argument("--years", type=float, default=None)
     p.add_argument("--networks", type=int, default=None)
+    p.add_argument("--activity", type=float, default=1.0, help="everyday-life activity (1 = full; 0.15 gives ~80 rows per account-year)")
     p.add_argument("--format", choices=("csv", "parquet"), default="csv")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_generate)
