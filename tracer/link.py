@@ -58,6 +58,9 @@ class LinkOptions:
     """Parts of a split/merge are taken among this many consecutive rows of the account."""
     max_candidates: int = 40
     """Per withdrawal and kind, keep the earliest this many matching deposits."""
+    max_cut_candidates: int = 40
+    """Per cash-like or fee withdrawal, keep the earliest this many deposits in its tolerance band
+    (a band holds far more deposits than one amount, so its cap decides the work at density)."""
     min_lag_seconds: float = 60.0
     """Lags shorter than this count as this long (bank timestamps are coarse)."""
     block_withdrawals: int | None = None
@@ -73,8 +76,8 @@ class LinkOptions:
     def __post_init__(self) -> None:
         if self.block_withdrawals is not None and self.block_withdrawals < 1:
             raise ValueError("block_withdrawals must be a positive number of withdrawals, or None for automatic blocks")
-        if self.window_hours <= 0 or self.max_candidates < 1 or not 0 < self.max_q <= 1:
-            raise ValueError("window_hours and max_candidates must be positive and max_q in (0, 1]")
+        if self.window_hours <= 0 or min(self.max_candidates, self.max_cut_candidates) < 1 or not 0 < self.max_q <= 1:
+            raise ValueError("window_hours, max_candidates and max_cut_candidates must be positive and max_q in (0, 1]")
 
 
 @dataclass
@@ -324,26 +327,24 @@ class LinkEngine:
 
     def _cut(self, W: _Rows, D: _Rows, deposit_counts: Counts, rows: np.ndarray, tol: float) -> _Candidates:
         """Deposits in [x(1 - tol), x) after withdrawals ``rows``: log-binned amounts, three bins."""
+        k = self.opts.max_cut_candidates
         d_bin = _cut_bins(D.amount, tol)
         w_bin = _cut_bins(W.amount[rows], tol)
         base = min(d_bin.min(initial=0), w_bin.min(initial=0)) - 2
-        parts_w, parts_d = [], []
+        d_comp = ((d_bin - base) << _TIME_BITS) | D.t_first
+        order = np.argsort(d_comp, kind="stable")
+        d_comp = d_comp[order]
+        t_w = W.t_first[rows]
+        ranges = []
         for shift in (0, 1):  # [x(1 - tol), x) spans the withdrawal's bin and the one below
-            q, dj = candidate_pairs(w_bin - shift - base, W.t_first[rows], d_bin - base, D.t_first, self.window, 2 * self.opts.max_candidates)
-            parts_w.append(rows[q])
-            parts_d.append(dj)
-        wi, dj = np.concatenate(parts_w), np.concatenate(parts_d)
-        low = np.ceil(W.amount[wi] * (1 - tol)).astype(np.int64)
-        ok = (D.amount[dj] < W.amount[wi]) & (D.amount[dj] >= low)
-        wi, dj = wi[ok], dj[ok]
-        # keep the earliest max_candidates per withdrawal
-        order = np.argsort((wi.astype(np.int64) << _TIME_BITS) | D.t_first[dj], kind="stable")
-        wi, dj = wi[order], dj[order]
-        rank = np.arange(len(wi)) - np.searchsorted(wi, wi, side="left")
-        keep = rank < self.opts.max_candidates
-        wi, dj = wi[keep], dj[keep]
-        low = np.ceil(W.amount[wi] * (1 - tol)).astype(np.int64)
-        rate = deposit_counts.between(low, W.amount[wi] - 1) / self.span
+            start = ((w_bin - shift - base) << _TIME_BITS) | t_w
+            lo = np.searchsorted(d_comp, start, side="left")
+            ranges += [lo, np.minimum(np.searchsorted(d_comp, start + self.window, side="right"), lo + 2 * k)]
+        low = np.ceil(W.amount[rows] * (1 - tol)).astype(np.int64)
+        found, count = _band_scan(*ranges, D.t_first[order], D.amount[order], low, W.amount[rows], k)
+        wi = np.repeat(rows, count)
+        dj = order[found[(np.arange(len(found)) % k) < np.repeat(count, k)]]
+        rate = deposit_counts.between(low, W.amount[rows] - 1)[np.repeat(np.arange(len(rows)), count)] / self.span
         return self._make(W, D, wi, dj, 1, rate)
 
     def _make(self, W: _Rows, D: _Rows, wi: np.ndarray, dj: np.ndarray, kind: int, rate: np.ndarray) -> _Candidates:
@@ -453,6 +454,30 @@ def _dense_members(members: np.ndarray) -> np.ndarray:
     dense = np.full(members.shape, -1, dtype=np.int64)
     dense[valid] = inverse
     return dense
+
+
+@numba.njit(cache=True, nogil=True)
+def _band_scan(lo0, hi0, lo1, hi1, d_time, d_amount, low, high, k):  # pragma: no cover - compiled
+    """Per query: the earliest ``k`` deposits with ``low <= amount < high`` among two time-sorted
+    ranges of sorted deposits (a withdrawal's amount bin and the one below), ties to the first
+    range. Returns (k slots per query, -1 unused; how many slots each query filled)."""
+    n = len(lo0)
+    found = np.full(n * k, -1, dtype=np.int64)
+    count = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        a, b, c = lo0[i], lo1[i], 0
+        while c < k and (a < hi0[i] or b < hi1[i]):
+            if b >= hi1[i] or (a < hi0[i] and d_time[a] <= d_time[b]):
+                p = a
+                a += 1
+            else:
+                p = b
+                b += 1
+            if low[i] <= d_amount[p] < high[i]:
+                found[i * k + c] = p
+                c += 1
+        count[i] = c
+    return found, count
 
 
 @numba.njit(cache=True, nogil=True)
