@@ -18,6 +18,9 @@ on any amount/time slice, so a distributed engine can run it partition by partit
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -68,6 +71,10 @@ class LinkOptions:
     holds about ``block_candidates`` candidates, measured on a probe of the data."""
     block_candidates: int = 8_000_000
     """Candidate budget of one block when ``block_withdrawals`` is None (~300 bytes each at peak)."""
+    processes: int | None = None
+    """Processes for the two independent runs (forward and first mirrored, forked; 1: one after the
+    other); None: 2 when the machine has the cores and the input 50,000+ withdrawals. Results do not
+    depend on it."""
     max_q: float = 0.05
     """Links with a q-value above this are dropped from ``links`` (all remain in ``all_links``)."""
     protect_q: float = 0.01
@@ -869,6 +876,23 @@ class LocalRuns:
         n = len(self.accounts)
         self.engine = make_engine(opts, np.bincount(codes[self.w_rows], minlength=n), np.bincount(codes[self.d_rows], minlength=n), self.t0, self.t1)
 
+    def run_pair(self) -> tuple[_Orientation, _Orientation]:
+        """The forward and the first mirrored run, side by side in two forked processes when the
+        machine has the cores (they share the input through fork, nothing is pickled but results)."""
+        processes = self.engine.opts.processes
+        if processes is None:  # automatic: worth a fork only for a sizeable input
+            processes = min(2, os.cpu_count() or 1) if self.n_withdrawals >= 50_000 else 1
+        if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            return self.run(mirror=False), self.run(mirror=True)
+        global _FORKED
+        _FORKED = self
+        try:
+            with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("fork")) as pool:
+                forward, mirror = pool.map(_run_forked, (False, True))
+        finally:
+            _FORKED = None
+        return forward, mirror
+
     def run(self, mirror: bool, exclude: np.ndarray | None = None) -> _Orientation:
         t = self.t1 - self.seconds if mirror else self.seconds - self.t0
         w, d = self.w_rows, self.d_rows
@@ -879,15 +903,22 @@ class LocalRuns:
         return _run_orientation(self.engine, W, D, self.row_id[w], self.row_id[d])
 
 
+_FORKED: LocalRuns | None = None  # the runs a forked worker of LocalRuns.run_pair works on
+
+
+def _run_forked(mirror: bool) -> _Orientation:
+    return _FORKED.run(mirror=mirror)
+
+
 def infer_from_runs(runs, opts: LinkOptions) -> LinkResult:
     """Link inference given an engine's orientation runs (:class:`LocalRuns` or Spark's): the
     forward run, a first mirrored run for the q-values that decide which rows are explained, and
     the final mirrored run without those rows; then target-decoy competition and the output frames."""
     engine, accounts = runs.engine, runs.accounts
     n_accounts = len(accounts)
-    forward = runs.run(mirror=False)
+    forward, first_mirror = runs.run_pair()
     pairs = forward.pairs
-    _compete(pairs, runs.run(mirror=True).pairs)
+    _compete(pairs, first_mirror.pairs)
     # Rows explained by confident forward links are not free to coincide in the forward run (the
     # assignment gave them to their real partner); take them out of the mirrored run as well so
     # that coincidences in both directions draw on the same leftover rows.

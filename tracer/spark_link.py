@@ -81,6 +81,10 @@ class SparkRuns:
         rows["timestamp"] = pd.to_datetime(rows["timestamp"]).astype("datetime64[s]")
         return rows.sort_values("row_id").reset_index(drop=True)
 
+    def run_pair(self) -> tuple[_Orientation, _Orientation]:
+        """The forward and the first mirrored run (one after the other: Spark runs each in parallel)."""
+        return self.run(mirror=False), self.run(mirror=True)
+
     def run(self, mirror: bool, exclude: np.ndarray | None = None) -> _Orientation:
         from pyspark.sql import functions as F
 
