@@ -284,13 +284,14 @@ def test_invalid_options_are_refused():
         infer_links(frame([("A", -100, 0), ("B", 100, 60)]), block_withdrawals=0)
 
 
-def test_forked_runs_give_the_same_result():
-    """The forward and first mirrored runs in two processes change nothing."""
+@pytest.mark.parametrize("block_withdrawals", [None, 500])
+def test_forked_runs_give_the_same_result(block_withdrawals):
+    """The forward and first mirrored runs, and blocks, in two processes change nothing."""
     rng = np.random.default_rng(14)
     rows = background(rng, n_rows=6_000)
     rows += weekly_flow(rng, "P", "Q", 30, lambda: rng.integers(10_000, 90_000), lambda: rng.integers(60, 30 * 3600))
     tx = frame(rows)
-    one, two = infer_links(tx, processes=1), infer_links(tx, processes=2)
+    one, two = (infer_links(tx, processes=p, block_withdrawals=block_withdrawals) for p in (1, 2))
     assert ("P", "Q") in set(zip(two.links.source, two.links.target))
     pd.testing.assert_frame_equal(one.transfers, two.transfers)
     pd.testing.assert_frame_equal(one.all_links, two.all_links)

@@ -564,20 +564,28 @@ def make_block(W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, own: np.n
                  np.asarray(w_id, dtype=np.int64), np.asarray(d_id, dtype=np.int64), np.asarray(own, dtype=bool))
 
 
-def _blocks(W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, grid: BlockGrid) -> Iterator[Block]:
-    """The blocks of ``grid`` that own at least one withdrawal, in time order; rows in each block
-    are in time order, ties in the order of W and D (input row order)."""
-    w_order = np.argsort(W.t_first, kind="stable")
-    w_sorted = W.t_first[w_order]
-    d_order = np.argsort(D.t_first, kind="stable")
-    d_sorted = D.t_first[d_order]
-    for k in np.unique(grid.index(w_sorted)):
-        b0 = grid.origin + k * grid.length
-        b1 = b0 + grid.length
-        lo, hi = np.searchsorted(w_sorted, [b0, b1 + grid.reach])
-        dlo, dhi = np.searchsorted(d_sorted, [b0, b1 + 2 * grid.reach])
-        w_idx, d_idx = w_order[lo:hi], d_order[dlo:dhi]
-        yield make_block(_take_rows(W, w_idx), _take_rows(D, d_idx), w_id[w_idx], d_id[d_idx], W.t_first[w_idx] < b1)
+class _BlockSource:
+    """The blocks of ``grid`` that own at least one withdrawal, built on demand by key (so forked
+    workers build their own); rows in each block are in time order, ties in the order of W and D
+    (input row order)."""
+
+    def __init__(self, W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, grid: BlockGrid):
+        self.W, self.D, self.w_id, self.d_id, self.grid = W, D, w_id, d_id, grid
+        self.w_order = np.argsort(W.t_first, kind="stable")
+        self.w_sorted = W.t_first[self.w_order]
+        self.d_order = np.argsort(D.t_first, kind="stable")
+        self.d_sorted = D.t_first[self.d_order]
+        self.keys = np.unique(grid.index(self.w_sorted))
+
+    def __getitem__(self, k: int) -> Block:
+        g = self.grid
+        b0 = g.origin + k * g.length
+        b1 = b0 + g.length
+        lo, hi = np.searchsorted(self.w_sorted, [b0, b1 + g.reach])
+        dlo, dhi = np.searchsorted(self.d_sorted, [b0, b1 + 2 * g.reach])
+        w_idx, d_idx = self.w_order[lo:hi], self.d_order[dlo:dhi]
+        return make_block(_take_rows(self.W, w_idx), _take_rows(self.D, d_idx), self.w_id[w_idx], self.d_id[d_idx],
+                          self.W.t_first[w_idx] < b1)
 
 
 def block_grid(engine: LinkEngine, rates: Rates, n_w: int, t_min: int, t_max: int,
@@ -686,11 +694,12 @@ def resolve(parts: list[tuple[_Candidates, np.ndarray, np.ndarray]]) -> tuple[_C
     return c, e
 
 
-def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray) -> _Orientation:
+def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, processes: int = 1) -> _Orientation:
     """Candidates, evidence, assignment and pair scores of one orientation, streamed through time
     blocks (see :func:`block_pair_sums`, :func:`block_transfers`, :func:`resolve`). Only one
-    block's candidates are in memory at a time; the rates behind the evidence are global.
-    tracer/spark_link.py runs the same block functions partition by partition."""
+    block's candidates are in memory at a time per process (``processes`` > 1: blocks are shared
+    out to forked workers); the rates behind the evidence are global. tracer/spark_link.py runs the
+    same block functions partition by partition."""
     rates = engine.rates(W, D)
 
     def probe_rows(start: int, width: int) -> tuple[_Rows, _Rows]:
@@ -699,16 +708,50 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d
         return _subset(W, w), _subset(D, d)
 
     grid = block_grid(engine, rates, len(W), int(W.t_first.min(initial=0)), int(W.t_first.max(initial=0)), probe_rows)
+    source = _BlockSource(W, D, w_id, d_id, grid)
     single = grid.is_single(W)
-    sums, counts = [], []
-    if not single:
-        for block in _blocks(W, D, w_id, d_id, grid):
-            part, n = block_pair_sums(engine, rates, block, carry_repeats_only=True)
-            sums.append(part)
-            counts.append(n)
-    support = pass_one_support(engine, sums, single)
-    parts = [block_transfers(engine, rates, block, support) for block in _blocks(W, D, w_id, d_id, grid)]
+    state = _BlockState(engine, rates, source, None)
+    sums, counts = ([], []) if single else zip(*_map_blocks(state, _pass_one, processes))
+    state.support = pass_one_support(engine, list(sums), single)
+    parts = _map_blocks(state, _pass_two, processes)
     return orientation(engine, parts, sum(counts) if not single else None)
+
+
+@dataclass
+class _BlockState:
+    """What a block needs besides its rows (inherited by forked workers)."""
+
+    engine: LinkEngine
+    rates: Rates
+    source: _BlockSource
+    support: Support | None
+
+
+_FORKED_BLOCKS: _BlockState | None = None
+
+
+def _pass_one(k: int, state: _BlockState | None = None) -> tuple[pd.DataFrame, int]:
+    s = state or _FORKED_BLOCKS
+    return block_pair_sums(s.engine, s.rates, s.source[k], carry_repeats_only=True)
+
+
+def _pass_two(k: int, state: _BlockState | None = None) -> tuple[_Candidates, np.ndarray, np.ndarray, int]:
+    s = state or _FORKED_BLOCKS
+    return block_transfers(s.engine, s.rates, s.source[k], s.support)
+
+
+def _map_blocks(state: _BlockState, fn: Callable, processes: int) -> list:
+    """``fn`` over the blocks in order, here or in forked workers (results in block order)."""
+    keys = [int(k) for k in state.source.keys]
+    if processes < 2 or len(keys) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [fn(k, state) for k in keys]
+    global _FORKED_BLOCKS
+    _FORKED_BLOCKS = state
+    try:
+        with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(fn, keys))
+    finally:
+        _FORKED_BLOCKS = None
 
 
 def pass_one_support(engine: LinkEngine, sums: list[pd.DataFrame], single: bool) -> Support | None:
@@ -879,10 +922,7 @@ class LocalRuns:
     def run_pair(self) -> tuple[_Orientation, _Orientation]:
         """The forward and the first mirrored run, side by side in two forked processes when the
         machine has the cores (they share the input through fork, nothing is pickled but results)."""
-        processes = self.engine.opts.processes
-        if processes is None:  # automatic: worth a fork only for a sizeable input
-            processes = min(2, os.cpu_count() or 1) if self.n_withdrawals >= 50_000 else 1
-        if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        if self._processes() < 2 or "fork" not in multiprocessing.get_all_start_methods():
             return self.run(mirror=False), self.run(mirror=True)
         global _FORKED
         _FORKED = self
@@ -893,21 +933,30 @@ class LocalRuns:
             _FORKED = None
         return forward, mirror
 
-    def run(self, mirror: bool, exclude: np.ndarray | None = None) -> _Orientation:
+    def run(self, mirror: bool, exclude: np.ndarray | None = None, processes: int | None = None) -> _Orientation:
+        """One orientation; ``processes`` (default: the automatic choice) share out its blocks."""
+        if processes is None:
+            processes = self._processes()
         t = self.t1 - self.seconds if mirror else self.seconds - self.t0
         w, d = self.w_rows, self.d_rows
         if exclude is not None:
             w, d = w[~np.isin(self.row_id[w], exclude)], d[~np.isin(self.row_id[d], exclude)]
         W = _base_rows(self.codes[w], -self.amount[w], t[w])
         D = _base_rows(self.codes[d], self.amount[d], t[d])
-        return _run_orientation(self.engine, W, D, self.row_id[w], self.row_id[d])
+        return _run_orientation(self.engine, W, D, self.row_id[w], self.row_id[d], processes)
+
+    def _processes(self) -> int:
+        processes = self.engine.opts.processes
+        if processes is None:  # automatic: worth a fork only for a sizeable input
+            processes = min(2, os.cpu_count() or 1) if self.n_withdrawals >= 50_000 else 1
+        return processes
 
 
 _FORKED: LocalRuns | None = None  # the runs a forked worker of LocalRuns.run_pair works on
 
 
 def _run_forked(mirror: bool) -> _Orientation:
-    return _FORKED.run(mirror=mirror)
+    return _FORKED.run(mirror=mirror, processes=1)
 
 
 def infer_from_runs(runs, opts: LinkOptions) -> LinkResult:
