@@ -257,7 +257,7 @@ def analyze(source: str | os.PathLike | pd.DataFrame | LoadResult, *, seeds: tup
         tx = loaded.transactions
         rows_analyzed = len(tx)
         with stages.stage("link inference"):
-            linked = infer_links(tx, **link_options)
+            linked = infer_links(tx, **{"progress": verbose, **link_options})
         on_link = (linked.transfers["link_q_value"] <= linked.options.max_q).to_numpy()  # transfers of confident links
         with stages.stage("features"):
             features = account_features(tx, linked.links, linked.transfers[on_link], holding_hours=holding_hours)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import numba
 import numpy as np
 import pandas as pd
 from scipy.special import gammaln
+from tqdm import tqdm
 
 from tracer._io import atomic_write
 
@@ -75,6 +77,8 @@ class LinkOptions:
     """Processes for the two independent runs (forward and first mirrored, forked; 1: one after the
     other); None: 2 when the machine has the cores and the input 50,000+ withdrawals. Results do not
     depend on it."""
+    progress: bool = False
+    """Show a progress bar (stderr) over the time blocks of each run that has several."""
     max_q: float = 0.05
     """Links with a q-value above this are dropped from ``links`` (all remain in ``all_links``)."""
     protect_q: float = 0.01
@@ -694,7 +698,8 @@ def resolve(parts: list[tuple[_Candidates, np.ndarray, np.ndarray]]) -> tuple[_C
     return c, e
 
 
-def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, processes: int = 1) -> _Orientation:
+def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, processes: int = 1,
+                     label: str = "run") -> _Orientation:
     """Candidates, evidence, assignment and pair scores of one orientation, streamed through time
     blocks (see :func:`block_pair_sums`, :func:`block_transfers`, :func:`resolve`). Only one
     block's candidates are in memory at a time per process (``processes`` > 1: blocks are shared
@@ -711,9 +716,9 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d
     source = _BlockSource(W, D, w_id, d_id, grid)
     single = grid.is_single(W)
     state = _BlockState(engine, rates, source, None)
-    sums, counts = ([], []) if single else zip(*_map_blocks(state, _pass_one, processes))
+    sums, counts = ([], []) if single else zip(*_map_blocks(state, _pass_one, processes, f"{label}, pass 1"))
     state.support = pass_one_support(engine, list(sums), single)
-    parts = _map_blocks(state, _pass_two, processes)
+    parts = _map_blocks(state, _pass_two, processes, f"{label}, pass 2")
     return orientation(engine, parts, sum(counts) if not single else None)
 
 
@@ -740,18 +745,26 @@ def _pass_two(k: int, state: _BlockState | None = None) -> tuple[_Candidates, np
     return block_transfers(s.engine, s.rates, s.source[k], s.support)
 
 
-def _map_blocks(state: _BlockState, fn: Callable, processes: int) -> list:
+def _map_blocks(state: _BlockState, fn: Callable, processes: int, desc: str) -> list:
     """``fn`` over the blocks in order, here or in forked workers (results in block order)."""
     keys = [int(k) for k in state.source.keys]
-    if processes < 2 or len(keys) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return [fn(k, state) for k in keys]
-    global _FORKED_BLOCKS
-    _FORKED_BLOCKS = state
-    try:
-        with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(fn, keys))
-    finally:
-        _FORKED_BLOCKS = None
+    bar = tqdm(total=len(keys), desc=f"  {desc}", unit="block", file=sys.stderr, leave=False,
+               disable=not state.engine.opts.progress or len(keys) < 2)
+    with bar:
+        if processes < 2 or len(keys) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            return [_tick(bar, fn(k, state)) for k in keys]
+        global _FORKED_BLOCKS
+        _FORKED_BLOCKS = state
+        try:
+            with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork")) as pool:
+                return [_tick(bar, r) for r in pool.map(fn, keys)]
+        finally:
+            _FORKED_BLOCKS = None
+
+
+def _tick(bar: tqdm, result):
+    bar.update()
+    return result
 
 
 def pass_one_support(engine: LinkEngine, sums: list[pd.DataFrame], single: bool) -> Support | None:
@@ -943,7 +956,8 @@ class LocalRuns:
             w, d = w[~np.isin(self.row_id[w], exclude)], d[~np.isin(self.row_id[d], exclude)]
         W = _base_rows(self.codes[w], -self.amount[w], t[w])
         D = _base_rows(self.codes[d], self.amount[d], t[d])
-        return _run_orientation(self.engine, W, D, self.row_id[w], self.row_id[d], processes)
+        label = ("mirrored" if mirror else "forward") + (" (protected)" if exclude is not None else "")
+        return _run_orientation(self.engine, W, D, self.row_id[w], self.row_id[d], processes, label)
 
     def _processes(self) -> int:
         processes = self.engine.opts.processes
