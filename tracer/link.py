@@ -75,8 +75,8 @@ class LinkOptions:
     """Candidate budget of one block when ``block_withdrawals`` is None (~300 bytes each at peak)."""
     processes: int | None = None
     """Processes for the two independent runs (forward and first mirrored, forked; 1: one after the
-    other); None: 2 when the machine has the cores and the input 50,000+ withdrawals. Results do not
-    depend on it."""
+    other) and for the blocks of the last run; None: 2 when the machine has the cores, the input
+    50,000+ withdrawals and memory is available for both. Results do not depend on it."""
     progress: bool = False
     """Show a progress bar (stderr) over the time blocks of each run that has several."""
     max_q: float = 0.05
@@ -555,12 +555,6 @@ class BlockGrid:
         """Block that owns a withdrawal at time ``t``."""
         return (t - self.origin) // self.length
 
-    def seeing(self, t: np.ndarray, deposit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """First and last block whose view contains a row at time ``t``: a block sees withdrawals
-        up to ``reach`` and deposits up to ``2 * reach`` after its own span (last < first: none)."""
-        extra = np.where(deposit, 2 * self.reach, self.reach)
-        return np.maximum((t - extra - self.origin) // self.length, 0), (t - self.origin) // self.length
-
 
 def make_block(W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, own: np.ndarray) -> Block:
     """A block from its rows (base rows of one side each, any order)."""
@@ -748,6 +742,8 @@ def _pass_two(k: int, state: _BlockState | None = None) -> tuple[_Candidates, np
 def _map_blocks(state: _BlockState, fn: Callable, processes: int, desc: str) -> list:
     """``fn`` over the blocks in order, here or in forked workers (results in block order)."""
     keys = [int(k) for k in state.source.keys]
+    if processes > 1 and _available_memory() < processes * 300 * state.engine.opts.block_candidates:
+        processes = 1  # a block of candidates per worker would not fit
     bar = tqdm(total=len(keys), desc=f"  {desc}", unit="block", file=sys.stderr, leave=False,
                disable=not state.engine.opts.progress or len(keys) < 2)
     with bar:
@@ -960,13 +956,30 @@ class LocalRuns:
         return _run_orientation(self.engine, W, D, self.row_id[w], self.row_id[d], processes, label)
 
     def _processes(self) -> int:
+        """As configured, or automatically: 2 on a machine with 2+ cores, for an input of 50,000+
+        withdrawals, when memory allows a second run (its own copy of the rows, ~60 bytes each, and
+        a block of candidates, ~300 bytes each, at the peak)."""
         processes = self.engine.opts.processes
-        if processes is None:  # automatic: worth a fork only for a sizeable input
-            processes = min(2, os.cpu_count() or 1) if self.n_withdrawals >= 50_000 else 1
+        if processes is None:
+            per_run = 60 * (self.n_withdrawals + self.n_deposits) + 300 * self.engine.opts.block_candidates
+            enough = _available_memory() >= 2 * per_run
+            processes = min(2, os.cpu_count() or 1) if self.n_withdrawals >= 50_000 and enough else 1
         return processes
 
 
 _FORKED: LocalRuns | None = None  # the runs a forked worker of LocalRuns.run_pair works on
+
+
+def _available_memory() -> float:
+    """Bytes of memory available to new work (Linux MemAvailable; unknown elsewhere: unlimited)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024.0
+    except OSError:
+        pass
+    return float("inf")
 
 
 def _run_forked(mirror: bool) -> _Orientation:

@@ -179,7 +179,9 @@ def _side(pdf: pd.DataFrame) -> _Rows:
 
 
 def _assign_blocks(rows: "DataFrame", grid: BlockGrid) -> "DataFrame":
-    """Each row once per block that sees it (``BlockGrid.seeing``, written in Spark SQL)."""
+    """Each row once per block that sees it: block k sees withdrawals in [start_k, end_k + reach)
+    and deposits in [start_k, end_k + 2 * reach) (as the local ``_BlockSource`` selects them), so a
+    row at time t goes to blocks floor((t - extra - origin) / length) .. floor((t - origin) / length)."""
     from pyspark.sql import functions as F
 
     extra = F.when(F.col("deposit"), F.lit(2 * grid.reach)).otherwise(F.lit(grid.reach))
