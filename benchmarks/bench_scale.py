@@ -366,7 +366,8 @@ def code_label(r: dict) -> str:
 
 # --------------------------------------------------------------------------------------------- plot
 def plot(results: list[dict]) -> Path | None:
-    """Time (wall, link inference) and peak memory against rows, for the code measured last."""
+    """Time (wall, link inference) and peak memory against rows, for the code measured last among
+    those measured at several sizes (so that a single rerun does not leave a one-point plot)."""
     try:
         import matplotlib
 
@@ -378,7 +379,11 @@ def plot(results: list[dict]) -> Path | None:
         return None
     if not results:
         return None
-    code = code_label(max(results, key=lambda r: r.get("when", "")))
+    sizes: dict = {}
+    for r in results:
+        sizes.setdefault(code_label(r), []).append(r)
+    several = [c for c in sizes if len({r["rows"] for r in sizes[c]}) > 1] or list(sizes)
+    code = max(several, key=lambda c: max(r.get("when", "") for r in sizes[c]))
     mine = [r for r in results if code_label(r) == code]
     series: dict = {}
     for r in mine:  # more accounts in a fixed span
