@@ -81,8 +81,10 @@ class LinkOptions:
     """Show a progress bar (stderr) over the time blocks of each run that has several."""
     max_q: float = 0.05
     """Links with a q-value above this are dropped from ``links`` (all remain in ``all_links``)."""
-    protect_q: float = 0.01
-    """Rows of links this confident in a first pass are kept out of the mirrored (null) run."""
+    protect_q: float = 0.05
+    """Rows of links this confident in a first pass are kept out of the mirrored (null) run (the
+    links that would be reported: rows left in the null from real flows make q-values conservative,
+    much more so at density)."""
 
     def __post_init__(self) -> None:
         if self.block_withdrawals is not None and self.block_withdrawals < 1:
