@@ -216,6 +216,11 @@ def _swap_in(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _confident(linked) -> pd.DataFrame:
+    """The transfers of confident links (q-value within the reporting threshold)."""
+    return linked.transfers[(linked.transfers["link_q_value"] <= linked.options.max_q).to_numpy()]
+
+
 def _spark_features(spark_load, links: pd.DataFrame, transfers: pd.DataFrame, holding_hours: float) -> pd.DataFrame:
     """account_features with the behaviour part on Spark; the flow part needs only the deposits of
     accounts that send confident transfers (for holding times), which are collected."""
@@ -258,9 +263,8 @@ def analyze(source: str | os.PathLike | pd.DataFrame | LoadResult, *, seeds: tup
         rows_analyzed = len(tx)
         with stages.stage("link inference"):
             linked = infer_links(tx, **{"progress": verbose, **link_options})
-        on_link = (linked.transfers["link_q_value"] <= linked.options.max_q).to_numpy()  # transfers of confident links
         with stages.stage("features"):
-            features = account_features(tx, linked.links, linked.transfers[on_link], holding_hours=holding_hours)
+            features = account_features(tx, linked.links, _confident(linked), holding_hours=holding_hours)
     elif engine == "spark":
         from tracer.spark import load_spark, spark_session
         from tracer.spark_link import infer_links_spark
@@ -274,9 +278,8 @@ def analyze(source: str | os.PathLike | pd.DataFrame | LoadResult, *, seeds: tup
             rows_analyzed = spark_load.transactions.count()
         with stages.stage("link inference"):
             linked = infer_links_spark(spark_load.transactions, **link_options)
-        on_link = (linked.transfers["link_q_value"] <= linked.options.max_q).to_numpy()
         with stages.stage("features"):
-            features = _spark_features(spark_load, linked.links, linked.transfers[on_link], holding_hours)
+            features = _spark_features(spark_load, linked.links, _confident(linked), holding_hours)
         spark_load.unpersist()
     else:
         raise ValueError(f"engine must be 'local' or 'spark', not {engine!r}")

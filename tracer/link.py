@@ -335,11 +335,12 @@ class LinkEngine:
         rate = rate_source.between(W.amount[wi], W.amount[wi]) * rate_factor / self.span
         c = self._make(W, D, wi, dj, kind, rate)
         if w_index is not None:
-            c.w_members = np.where(c.w_members >= 0, w_index[np.maximum(c.w_members, 0)], -1).astype(np.int32)
+            c.w_members = _global(c.w_members, w_index).astype(np.int32)
         return c
 
     def _cut(self, W: _Rows, D: _Rows, deposit_counts: Counts, rows: np.ndarray, tol: float) -> _Candidates:
-        """Deposits in [x(1 - tol), x) after withdrawals ``rows``: log-binned amounts, three bins."""
+        """Deposits in [x(1 - tol), x) after withdrawals ``rows``: log-binned amounts, a withdrawal's
+        bin and the one below, scanned in time order (:func:`_band_scan`)."""
         k = self.opts.max_cut_candidates
         d_bin = _cut_bins(D.amount, tol)
         w_bin = _cut_bins(W.amount[rows], tol)
@@ -635,9 +636,10 @@ class Support:
 
     def lookup(self, pair: np.ndarray) -> np.ndarray:
         """Score of each pair, NaN where pass 1 did not carry it."""
-        pos = np.minimum(np.searchsorted(self.pair, pair), max(len(self.pair) - 1, 0))
-        found = (self.pair[pos] == pair) if len(self.pair) else np.zeros(len(pair), dtype=bool)
-        return np.where(found, self.score[pos] if len(self.pair) else np.nan, np.nan)
+        if not len(self.pair):
+            return np.full(len(pair), np.nan)
+        pos = np.minimum(np.searchsorted(self.pair, pair), len(self.pair) - 1)
+        return np.where(self.pair[pos] == pair, self.score[pos], np.nan)
 
 
 def _scored(engine: LinkEngine, rates: Rates, block: Block, own: np.ndarray | None = None) -> tuple[_Candidates, np.ndarray]:
@@ -728,16 +730,31 @@ class _BlockState:
     support: Support | None
 
 
-_FORKED_BLOCKS: _BlockState | None = None
+_FORKED = None  # the state forked workers of :func:`_fork_map` read (inherited, never pickled)
+
+
+def _can_fork(processes: int) -> bool:
+    return processes > 1 and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _fork_map(state, fn: Callable, items: list, processes: int) -> Iterator:
+    """``fn(item)`` in ``processes`` forked workers that read ``state`` through fork; results in order."""
+    global _FORKED
+    _FORKED = state
+    try:
+        with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            yield from pool.map(fn, items)
+    finally:
+        _FORKED = None
 
 
 def _pass_one(k: int, state: _BlockState | None = None) -> tuple[pd.DataFrame, int]:
-    s = state or _FORKED_BLOCKS
+    s = state or _FORKED
     return block_pair_sums(s.engine, s.rates, s.source[k], carry_repeats_only=True)
 
 
 def _pass_two(k: int, state: _BlockState | None = None) -> tuple[_Candidates, np.ndarray, np.ndarray, int]:
-    s = state or _FORKED_BLOCKS
+    s = state or _FORKED
     return block_transfers(s.engine, s.rates, s.source[k], s.support)
 
 
@@ -749,15 +766,8 @@ def _map_blocks(state: _BlockState, fn: Callable, processes: int, desc: str) -> 
     bar = tqdm(total=len(keys), desc=f"  {desc}", unit="block", file=sys.stderr, leave=False,
                disable=not state.engine.opts.progress or len(keys) < 2)
     with bar:
-        if processes < 2 or len(keys) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-            return [_tick(bar, fn(k, state)) for k in keys]
-        global _FORKED_BLOCKS
-        _FORKED_BLOCKS = state
-        try:
-            with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork")) as pool:
-                return [_tick(bar, r) for r in pool.map(fn, keys)]
-        finally:
-            _FORKED_BLOCKS = None
+        results = _fork_map(state, fn, keys, processes) if _can_fork(processes) and len(keys) > 1 else (fn(k, state) for k in keys)
+        return [_tick(bar, r) for r in results]
 
 
 def _tick(bar: tqdm, result):
@@ -933,15 +943,9 @@ class LocalRuns:
     def run_pair(self) -> tuple[_Orientation, _Orientation]:
         """The forward and the first mirrored run, side by side in two forked processes when the
         machine has the cores (they share the input through fork, nothing is pickled but results)."""
-        if self._processes() < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        if not _can_fork(self._processes()):
             return self.run(mirror=False), self.run(mirror=True)
-        global _FORKED
-        _FORKED = self
-        try:
-            with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("fork")) as pool:
-                forward, mirror = pool.map(_run_forked, (False, True))
-        finally:
-            _FORKED = None
+        forward, mirror = _fork_map(self, _run_forked, [False, True], 2)
         return forward, mirror
 
     def run(self, mirror: bool, exclude: np.ndarray | None = None, processes: int | None = None) -> _Orientation:
@@ -967,9 +971,6 @@ class LocalRuns:
             enough = _available_memory() >= 2 * per_run
             processes = min(2, os.cpu_count() or 1) if self.n_withdrawals >= 50_000 and enough else 1
         return processes
-
-
-_FORKED: LocalRuns | None = None  # the runs a forked worker of LocalRuns.run_pair works on
 
 
 def _available_memory() -> float:
