@@ -206,6 +206,21 @@ def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return query, starts + np.arange(counts.sum(), dtype=np.int64)
 
 
+def _search_ranges(w_key: np.ndarray, w_time: np.ndarray, d_key: np.ndarray, d_time: np.ndarray, window: int,
+                   cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted searches of :func:`candidate_pairs`: (w_order, d_order, lo, hi), query ``w_order[q]``
+    matching the deposits ``d_order[lo[q]:hi[q]]``."""
+    d_comp = (d_key.astype(np.int64) << _TIME_BITS) | d_time
+    d_order = np.argsort(d_comp, kind="stable")
+    d_sorted = d_comp[d_order]
+    w_comp = (w_key.astype(np.int64) << _TIME_BITS) | w_time
+    w_order = np.argsort(w_comp)  # sorted queries make the binary searches cache-friendly
+    w_sorted = w_comp[w_order]
+    lo = np.searchsorted(d_sorted, w_sorted, side="left")
+    hi = np.minimum(np.searchsorted(d_sorted, w_sorted + window, side="right"), lo + cap)
+    return w_order, d_order, lo, hi
+
+
 def candidate_pairs(
     w_key: np.ndarray,
     w_time: np.ndarray,
@@ -222,34 +237,57 @@ def candidate_pairs(
     2**30 seconds; keys non-negative. Any amount/time slice of the data can be passed on its own
     (with the window as overlap), which is how the work splits across partitions.
     """
-    d_comp = (d_key.astype(np.int64) << _TIME_BITS) | d_time
-    order = np.argsort(d_comp, kind="stable")
-    d_sorted = d_comp[order]
-    w_comp = (w_key.astype(np.int64) << _TIME_BITS) | w_time
-    w_order = np.argsort(w_comp)  # sorted queries make the binary searches cache-friendly
-    lo = np.searchsorted(d_sorted, w_comp[w_order], side="left")
-    hi = np.minimum(np.searchsorted(d_sorted, w_comp[w_order] + window, side="right"), lo + cap)
+    w_order, d_order, lo, hi = _search_ranges(w_key, w_time, d_key, d_time, window, cap)
     query, pos = _expand(lo, hi)
-    return w_order[query], order[pos]
+    return w_order[query], d_order[pos]
 
 
 @dataclass
 class _Candidates:
+    """Transfers (or candidates) spelled out: members are row ids, -1 padded."""
+
     kind: np.ndarray  # int8 index into KINDS
-    w_members: np.ndarray  # (n, 3) base withdrawal positions
-    d_members: np.ndarray  # (n, 3) base deposit positions
+    w_members: np.ndarray  # (n, 3) withdrawal rows
+    d_members: np.ndarray  # (n, 3) deposit rows
     source: np.ndarray
     target: np.ndarray
     amount_out: np.ndarray
     amount_in: np.ndarray
     lag: np.ndarray  # seconds, from first withdrawn part to last deposited part
     t_out: np.ndarray  # time of the first withdrawn part (seconds in the run's orientation)
-    rate: np.ndarray  # population rate (per second) of deposits matching this candidate's amount
+
+
+@dataclass
+class _Matches:
+    """A block's candidates, compact (17 bytes each): withdrawal row ``wi`` of ``W`` may have become
+    deposit row ``dj`` of ``D``. ``W`` holds the block's withdrawals then its merge sums, ``D`` its
+    deposits then its split sums, so every kind indexes one pair of tables."""
+
+    W: _Rows
+    D: _Rows
+    wi: np.ndarray  # int32
+    dj: np.ndarray  # int32
+    kind: np.ndarray  # int8 index into KINDS
+    evidence: np.ndarray  # float64, nats
+
+    def __len__(self) -> int:
+        return len(self.wi)
+
+    def take(self, idx: np.ndarray) -> _Candidates:
+        """Candidates ``idx`` spelled out (members are positions in the block's base rows)."""
+        wi, dj, W, D = self.wi[idx], self.dj[idx], self.W, self.D
+        return _Candidates(kind=self.kind[idx], w_members=W.members[wi], d_members=D.members[dj],
+                           source=W.account[wi], target=D.account[dj], amount_out=W.amount[wi],
+                           amount_in=D.amount[dj], lag=D.t_last[dj] - W.t_first[wi], t_out=W.t_first[wi])
 
 
 def _cut_bins(amount: np.ndarray, tol: float) -> np.ndarray:
     """Log-scale amount bins one tolerance wide: [x(1-tol), x) spans the bin of x and the one below."""
     return np.floor(np.log(amount.astype(np.float64)) / -np.log1p(-tol)).astype(np.int64)
+
+
+def _append(a: _Rows, b: _Rows) -> _Rows:
+    return _Rows(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in _Rows.__dataclass_fields__))
 
 
 class LinkEngine:
@@ -282,18 +320,24 @@ class LinkEngine:
         n_merges = sum(len(c[1]) for c in _combo_parts(W, span, o.combo_neighbours)) if o.merges else 0
         return Rates(Counts.of(D.amount), Counts.of(split_sums), n_merges / max(len(W), 1))
 
-    def candidates(self, W: _Rows, D: _Rows, rates: Rates, own: np.ndarray | None = None) -> _Candidates:
-        """Candidates of every kind for the withdrawals flagged in ``own`` (default: all of W).
+    def matches(self, W: _Rows, D: _Rows, rates: Rates, own: np.ndarray | None = None) -> _Matches:
+        """Candidates of every kind, with their evidence, for the withdrawals flagged in ``own``
+        (default: all of W); ``W`` and ``D`` are base rows.
 
         A merge belongs to the block that owns its earliest withdrawal, so that each withdrawal's
         candidates of every kind come from one block.
         """
         o = self.opts
         own = np.ones(len(W), dtype=bool) if own is None else own
-        if len(D) == 0 or not own.any():
-            return _no_candidates()
-        out: list[_Candidates] = []
-        deposit_counts = rates.deposits
+        span = int(o.combo_span_hours * 3600)
+        n_w, n_d = len(W), len(D)
+        merges = _combos(W, span, o.combo_neighbours) if o.merges else _take_rows(W, np.empty(0, dtype=np.int64))
+        merges = _take_rows(merges, np.flatnonzero(own[merges.members[:, 0]]))
+        splits = _combos(D, span, o.combo_neighbours) if o.splits else _take_rows(D, np.empty(0, dtype=np.int64))
+        m = _Matches(_append(W, merges), _append(D, splits), *_no_matches())
+        if n_d == 0 or not own.any():
+            return m
+        parts = []
         # exact: the key is the amount in cents, or its dense rank when cents would overflow the
         # composite key (amounts of $85.9M and more)
         wi = np.flatnonzero(own)
@@ -301,47 +345,45 @@ class LinkEngine:
         if max(w_key.max(initial=0), d_key.max(initial=0)) >= 2 ** (63 - _TIME_BITS):
             uniq = np.unique(d_key)
             w_key, d_key = np.searchsorted(uniq, w_key), np.searchsorted(uniq, d_key)
-        q, dj = candidate_pairs(w_key, W.t_first[wi], d_key, D.t_first, self.window, o.max_candidates)
-        exact_rate = deposit_counts.between(W.amount, W.amount) / self.span
-        out.append(self._make(W, D, wi[q], dj, 0, exact_rate[wi[q]]))
+        parts.append(self._exact(m, wi, w_key, W.t_first[wi], d_key, D.t_first, 0, rates.deposits.between(W.amount[wi], W.amount[wi]), 0))
         cash = (W.amount % o.cash_unit_cents == 0) & (W.amount >= o.min_cash_cents)
         for subset, tol in ((cash & own, o.cut_tolerance), (~cash & own, o.fee_tolerance)):
             if tol > 0 and subset.any():
-                out.append(self._cut(W, D, deposit_counts, np.flatnonzero(subset), tol))
-        span = int(o.combo_span_hours * 3600)
-        if o.splits:
-            V = _combos(D, span, o.combo_neighbours)
-            if len(V):
-                out.append(self._exact_virtual(_subset(W, np.flatnonzero(own)), V, kind=2, rate_source=rates.split_sums,
-                                               rate_factor=1.0, w_index=np.flatnonzero(own)))
-        if o.merges:
-            V = _combos(W, span, o.combo_neighbours)
-            V = _take_rows(V, np.flatnonzero(own[V.members[:, 0]]))
-            if len(V):
-                out.append(self._exact_virtual(V, D, kind=3, rate_source=deposit_counts, rate_factor=rates.merges_per_withdrawal, virtual_w=True))
-        return _concat(out)
+                parts.append(self._cut(m, rates.deposits, np.flatnonzero(subset), n_d, tol))
+        if len(splits):
+            parts.append(self._exact_virtual(m, wi, np.arange(n_d, n_d + len(splits)), kind=2, counts=rates.split_sums, factor=1.0))
+        if len(merges):
+            parts.append(self._exact_virtual(m, np.arange(n_w, n_w + len(merges)), np.arange(n_d), kind=3, counts=rates.deposits,
+                                             factor=rates.merges_per_withdrawal))
+        m.wi, m.dj, m.evidence, m.kind = (np.concatenate(x) for x in zip(*parts))
+        return m
 
-    def _exact_virtual(self, W: _Rows, D: _Rows, kind: int, rate_source: Counts, rate_factor: float, virtual_w: bool = False,
-                       w_index: np.ndarray | None = None) -> _Candidates:
-        """Exact matches where one side is virtual; ``w_index`` maps a subset W back to the block's rows."""
-        uniq = np.unique(D.amount)
-        w_rank = np.searchsorted(uniq, W.amount)
-        present = (w_rank < len(uniq)) & (uniq[np.minimum(w_rank, len(uniq) - 1)] == W.amount)
-        wi = np.flatnonzero(present)
-        # a merge is searched from its last withdrawn part, a split from its withdrawal
-        w_time = W.t_last[wi] if virtual_w else W.t_first[wi]
-        q, dj = candidate_pairs(w_rank[wi], w_time, np.searchsorted(uniq, D.amount), D.t_first, self.window, self.opts.max_candidates)
-        wi = wi[q]
-        rate = rate_source.between(W.amount[wi], W.amount[wi]) * rate_factor / self.span
-        c = self._make(W, D, wi, dj, kind, rate)
-        if w_index is not None:
-            c.w_members = _global(c.w_members, w_index).astype(np.int32)
-        return c
+    def _exact(self, m: _Matches, wi: np.ndarray, w_key: np.ndarray, w_time: np.ndarray, d_key: np.ndarray, d_time: np.ndarray,
+               d_offset: int, count: np.ndarray, kind: int, factor: float = 1.0) -> tuple[np.ndarray, ...]:
+        """Equal-key matches of withdrawal rows ``wi`` (searched from ``w_time``) among the deposit
+        rows ``d_offset + 0..len(d_key)-1``; ``count``: population count of each query's amount."""
+        w_order, d_order, lo, hi = _search_ranges(w_key, w_time, d_key, d_time, self.window, self.opts.max_candidates)
+        rate = np.maximum(count[w_order] * factor / self.span, 1.0 / self.span)
+        found = _emit_ranges(lo, hi, wi[w_order], rate, m.W.account, m.W.t_first, d_order, d_offset, m.D.account, m.D.t_last,
+                             self.share, self.window, self.opts.min_lag_seconds)
+        return found + (np.full(len(found[0]), kind, dtype=np.int8),)
 
-    def _cut(self, W: _Rows, D: _Rows, deposit_counts: Counts, rows: np.ndarray, tol: float) -> _Candidates:
+    def _exact_virtual(self, m: _Matches, wi: np.ndarray, dj: np.ndarray, kind: int, counts: Counts, factor: float) -> tuple[np.ndarray, ...]:
+        """Exact matches of withdrawal rows ``wi`` and deposit rows ``dj`` when one side is virtual
+        (a merge is searched from its last withdrawn part, a split from its withdrawal)."""
+        W, D = m.W, m.D
+        uniq = np.unique(D.amount[dj])
+        w_rank = np.searchsorted(uniq, W.amount[wi])
+        wi = wi[(w_rank < len(uniq)) & (uniq[np.minimum(w_rank, len(uniq) - 1)] == W.amount[wi])]
+        w_time = W.t_last[wi] if kind == 3 else W.t_first[wi]
+        return self._exact(m, wi, np.searchsorted(uniq, W.amount[wi]), w_time, np.searchsorted(uniq, D.amount[dj]), D.t_first[dj],
+                           int(dj[0]), counts.between(W.amount[wi], W.amount[wi]), kind, factor)
+
+    def _cut(self, m: _Matches, deposit_counts: Counts, rows: np.ndarray, n_d: int, tol: float) -> tuple[np.ndarray, ...]:
         """Deposits in [x(1 - tol), x) after withdrawals ``rows``: log-binned amounts, a withdrawal's
         bin and the one below, scanned in time order (:func:`_band_scan`)."""
         k = self.opts.max_cut_candidates
+        W, D = m.W, _take_rows(m.D, np.arange(n_d))
         d_bin = _cut_bins(D.amount, tol)
         w_bin = _cut_bins(W.amount[rows], tol)
         base = min(d_bin.min(initial=0), w_bin.min(initial=0)) - 2
@@ -355,73 +397,50 @@ class LinkEngine:
             lo = np.searchsorted(d_comp, start, side="left")
             ranges += [lo, np.minimum(np.searchsorted(d_comp, start + self.window, side="right"), lo + 2 * k)]
         low = np.ceil(W.amount[rows] * (1 - tol)).astype(np.int64)
-        found, count = _band_scan(*ranges, D.t_first[order], D.amount[order], low, W.amount[rows], k)
-        wi = np.repeat(rows, count)
-        dj = order[found[(np.arange(len(found)) % k) < np.repeat(count, k)]]
-        rate = deposit_counts.between(low, W.amount[rows] - 1)[np.repeat(np.arange(len(rows)), count)] / self.span
-        return self._make(W, D, wi, dj, 1, rate)
+        rate = np.maximum(deposit_counts.between(low, W.amount[rows] - 1) / self.span, 1.0 / self.span)
+        found = _band_scan(*ranges, order, D.t_first[order], D.amount[order], low, W.amount[rows], k,
+                           rows, rate, W.account, W.t_first, D.account, self.share, self.window, self.opts.min_lag_seconds)
+        return found + (np.full(len(found[0]), 1, dtype=np.int8),)
 
-    def _make(self, W: _Rows, D: _Rows, wi: np.ndarray, dj: np.ndarray, kind: int, rate: np.ndarray) -> _Candidates:
-        lag = D.t_last[dj] - W.t_first[wi]
-        ok = (W.account[wi] != D.account[dj]) & (lag <= self.window)
-        wi, dj, rate, lag = wi[ok], dj[ok], rate[ok], lag[ok]
-        return _Candidates(
-            kind=np.full(len(wi), kind, dtype=np.int8),
-            w_members=W.members[wi], d_members=D.members[dj],
-            source=W.account[wi], target=D.account[dj],
-            amount_out=W.amount[wi], amount_in=D.amount[dj], lag=lag, rate=rate, t_out=W.t_first[wi],
-        )
-
-    def evidence(self, c: _Candidates) -> np.ndarray:
-        """-log P(b receives such an amount within this lag by coincidence), in nats.
-
-        Coincidental deposits of the amount arrive at rate ``rate`` in the whole population and a
-        share ``share[b]`` of them land in account b, so within lag L the chance of one is
-        1 - exp(-share * rate * L).
-        """
-        lag = np.maximum(c.lag, self.opts.min_lag_seconds)
-        mu = self.share[c.target] * np.maximum(c.rate, 1.0 / self.span) * lag
-        return -np.log(-np.expm1(-mu))
-
-    def pair_sums(self, pair: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray, kind: np.ndarray,
-                  coded: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
+    def pair_sums(self, w_source: np.ndarray, target: np.ndarray, withdrawal: np.ndarray, evidence: np.ndarray,
+                  is_cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per pair: evidence summed over its distinct withdrawals (each counted once, its strongest
-        candidate), the part of it from approximate (cut) matches, and the number of withdrawals.
-        Sums of disjoint sets of withdrawals add up, so blocks can be summed. ``coded``: the pairs
-        already factorized (codes, distinct pairs)."""
-        codes, values = coded if coded is not None else pd.factorize(pair)
-        n_pairs = len(values)
-        e_best = e_cut = np.zeros(n_pairs)
-        n = np.zeros(n_pairs, dtype=np.int64)
-        if len(codes):
-            key = (codes.astype(np.int64) << 32) | withdrawal
-            order = np.argsort(key)
-            key = key[order]
-            starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))  # one per (pair, withdrawal)
-            e_sorted = evidence[order]
-            best = np.maximum.reduceat(e_sorted, starts)
-            best_is_cut = np.maximum.reduceat(np.where(kind[order] == 1, e_sorted, -np.inf), starts) >= best
-            best_pair = key[starts] >> 32
-            e_best = np.bincount(best_pair, weights=best, minlength=n_pairs)
-            e_cut = np.bincount(best_pair, weights=np.where(best_is_cut, best, 0.0), minlength=n_pairs)
-            n = np.bincount(best_pair, minlength=n_pairs)
-        return pd.DataFrame({"e": e_best, "e_cut": e_cut, "n": n}, index=pd.Index(values, name="pair"))
+        candidate; summed in withdrawal order), the part of it from approximate (cut) matches, and the
+        number of withdrawals. Returns (each candidate's pair, pair codes in order, e, e_cut, n).
+        Sums of disjoint sets of withdrawals add up, so blocks can be summed. ``withdrawal``: each
+        candidate's withdrawal as a rank 0..k-1 that orders withdrawals by source account, then row
+        id (:func:`_withdrawal_ranks`); ``w_source``: the source account of each rank."""
+        at, src, tgt, e, e_cut, n = _pair_sums(w_source, target, withdrawal, evidence, is_cut, len(self.share))
+        return at, src * len(self.share) + tgt, e, e_cut, n
+
+    def score(self, pair: np.ndarray, e: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """Pair score = summed evidence - log C(N_a, n), N_a = the source's withdrawals."""
+        n_a = self.n_withdrawals[pair // len(self.share)].astype(np.float64)
+        n = n.astype(np.float64)
+        return e - (gammaln(n_a + 1) - gammaln(n + 1) - gammaln(np.maximum(n_a - n, 0) + 1))
 
     def pair_scores(self, sums: pd.DataFrame) -> pd.DataFrame:
-        """Score = summed evidence - log C(N_a, n), N_a = a's withdrawals.
-
-        ``stratum`` is the family the pair's evidence belongs to, each with its own null: exact
+        """:meth:`score` of each pair of a frame of sums (index: pair code), with the source ``a``
+        and ``stratum``: the family the pair's evidence belongs to, each with its own null: exact
         amounts (exact, split, merge) or approximate ones (cut), times a single transfer or a
         repeated relationship (one coincidence is common, the same pair again is not).
         """
         per_pair = sums.copy()
-        e_all, e_cut, n = per_pair["e"].to_numpy(), per_pair["e_cut"].to_numpy(), per_pair["n"].to_numpy().astype(np.float64)
-        per_pair["a"] = (per_pair.index.to_numpy() // len(self.share)).astype(np.int64)
+        pair = per_pair.index.to_numpy(np.int64)
+        e_all, e_cut, n = per_pair["e"].to_numpy(), per_pair["e_cut"].to_numpy(), per_pair["n"].to_numpy()
+        per_pair["a"] = pair // len(self.share)
         per_pair["stratum"] = (2 * (e_cut > e_all - e_cut) + (n > 1)).astype(np.int8)
-        n_a = self.n_withdrawals[per_pair["a"].to_numpy()].astype(np.float64)
-        log_choose = gammaln(n_a + 1) - gammaln(n + 1) - gammaln(np.maximum(n_a - n, 0) + 1)
-        per_pair["score"] = e_all - log_choose
+        per_pair["score"] = self.score(pair, e_all, n)
         return per_pair
+
+
+def _sums_frame(pair: np.ndarray, e: np.ndarray, e_cut: np.ndarray, n: np.ndarray) -> pd.DataFrame:
+    """Pair sums as a frame indexed by pair code (what pass 1 sends on and blocks add up)."""
+    return pd.DataFrame({"e": e, "e_cut": e_cut, "n": n}, index=pd.Index(pair, name="pair"))
+
+
+def _no_matches() -> tuple[np.ndarray, ...]:
+    return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int8), np.empty(0)
 
 
 def _concat(parts: list[_Candidates]) -> _Candidates:
@@ -451,11 +470,35 @@ def assign(w_members: np.ndarray, d_members: np.ndarray, evidence: np.ndarray) -
     that is the strongest of all rows it uses" until nothing changes, in one pass. Members may be
     any non-negative row ids (-1 pads); returns the indices of the accepted candidates, sorted.
     """
-    if len(evidence) == 0:
+    index = np.arange(len(evidence), dtype=np.int64)
+    return _assign(index, index, _dense_members(w_members), _dense_members(d_members), evidence)
+
+
+def _assign(wi: np.ndarray, dj: np.ndarray, w_members: np.ndarray, d_members: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """:func:`assign` for candidates that use the rows ``w_members[wi]`` and ``d_members[dj]``."""
+    if len(weight) == 0:
         return np.empty(0, dtype=np.int64)
-    w_dense, d_dense = _dense_members(w_members), _dense_members(d_members)
-    order = np.argsort(-evidence, kind="stable")
-    return np.flatnonzero(_greedy(order, w_dense, d_dense, int(w_dense.max()) + 1, int(d_dense.max()) + 1))
+    return np.flatnonzero(_greedy(_strongest_first(weight), wi, dj, w_members, d_members, int(w_members.max()) + 1, int(d_members.max()) + 1))
+
+
+def _strongest_first(weight: np.ndarray) -> np.ndarray:
+    """Indices by decreasing weight, ties in index order: a stable sort, built from numpy's
+    (vectorized, unstable) quicksort and a pass that puts runs of equal weights in index order."""
+    order = np.argsort(-weight)
+    _order_ties(order, weight[order])
+    return order
+
+
+@numba.njit(cache=True, nogil=True)
+def _order_ties(order, sorted_weight):  # pragma: no cover - compiled
+    lo = 0
+    while lo < len(order):
+        hi = lo + 1
+        while hi < len(order) and sorted_weight[hi] == sorted_weight[lo]:
+            hi += 1
+        if hi - lo > 1:
+            order[lo:hi] = np.sort(order[lo:hi])
+        lo = hi
 
 
 def _dense_members(members: np.ndarray) -> np.ndarray:
@@ -470,51 +513,191 @@ def _dense_members(members: np.ndarray) -> np.ndarray:
     return dense
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _evidence(share, rate, lag, min_lag):  # pragma: no cover - compiled
+    """:meth:`LinkEngine` evidence of one candidate: -log P(the target receives such an amount
+    within this lag by coincidence) = -log(1 - exp(-share * rate * lag)), in nats. Coincidental
+    deposits of the amount arrive at ``rate`` per second in the whole population and a share
+    ``share`` of them land in the target account (see docs/method.md)."""
+    mu = share * rate * max(float(lag), min_lag)
+    return -np.log(-np.expm1(-mu))
+
+
 @numba.njit(cache=True, nogil=True)
-def _band_scan(lo0, hi0, lo1, hi1, d_time, d_amount, low, high, k):  # pragma: no cover - compiled
+def _emit_ranges(lo, hi, q_row, q_rate, w_acc, w_t, d_order, d_offset, d_acc, d_tlast, share, window, min_lag):  # pragma: no cover
+    """Candidates of query ``q`` (withdrawal row ``q_row[q]``): deposit rows ``d_offset + d_order[lo[q]:hi[q]]``
+    in another account within the window; returns (withdrawal rows, deposit rows, evidence)."""
+    total = 0
+    for q in range(len(lo)):
+        total += max(hi[q] - lo[q], 0)
+    wi = np.empty(total, dtype=np.int32)
+    dj = np.empty(total, dtype=np.int32)
+    e = np.empty(total, dtype=np.float64)
+    k = 0
+    for q in range(len(lo)):
+        i = q_row[q]
+        for p in range(lo[q], hi[q]):
+            j = d_order[p] + d_offset
+            lag = d_tlast[j] - w_t[i]
+            if d_acc[j] != w_acc[i] and lag <= window:
+                wi[k], dj[k] = i, j
+                e[k] = _evidence(share[d_acc[j]], q_rate[q], lag, min_lag)
+                k += 1
+    return wi[:k], dj[:k], e[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _band_scan(lo0, hi0, lo1, hi1, d_order, d_time, d_amount, low, high, k, q_row, q_rate, w_acc, w_t, d_acc, share, window,
+               min_lag):  # pragma: no cover - compiled
     """Per query: the earliest ``k`` deposits with ``low <= amount < high`` among two time-sorted
-    ranges of sorted deposits (a withdrawal's amount bin and the one below), ties to the first
-    range. Returns (k slots per query, -1 unused; how many slots each query filled)."""
+    ranges of sorted deposits (a withdrawal's amount bin and the one below, ties to the first range),
+    those in another account as candidates; returns (withdrawal rows, deposit rows, evidence).
+    Scanned twice: to count, then to fill."""
     n = len(lo0)
-    found = np.full(n * k, -1, dtype=np.int64)
-    count = np.zeros(n, dtype=np.int64)
-    for i in range(n):
-        a, b, c = lo0[i], lo1[i], 0
-        while c < k and (a < hi0[i] or b < hi1[i]):
-            if b >= hi1[i] or (a < hi0[i] and d_time[a] <= d_time[b]):
-                p = a
-                a += 1
-            else:
-                p = b
-                b += 1
-            if low[i] <= d_amount[p] < high[i]:
-                found[i * k + c] = p
-                c += 1
-        count[i] = c
-    return found, count
+    total = 0
+    for fill in (False, True):
+        if fill:
+            wi = np.empty(total, dtype=np.int32)
+            dj = np.empty(total, dtype=np.int32)
+            e = np.empty(total, dtype=np.float64)
+        out = 0
+        for q in range(n):
+            a, b, c, i = lo0[q], lo1[q], 0, q_row[q]
+            while c < k and (a < hi0[q] or b < hi1[q]):
+                if b >= hi1[q] or (a < hi0[q] and d_time[a] <= d_time[b]):
+                    p = a
+                    a += 1
+                else:
+                    p = b
+                    b += 1
+                if low[q] <= d_amount[p] < high[q]:
+                    c += 1
+                    j = d_order[p]
+                    if d_acc[j] != w_acc[i]:
+                        if fill:
+                            lag = d_time[p] - w_t[i]
+                            wi[out], dj[out] = i, j
+                            e[out] = _evidence(share[d_acc[j]], q_rate[q], lag, min_lag)
+                        out += 1
+        total = out
+    return wi[:out], dj[:out], e[:out]
 
 
 @numba.njit(cache=True, nogil=True)
-def _greedy(order, w_members, d_members, n_w, n_d):  # pragma: no cover - compiled
+def _pair_sums(w_source, target, withdrawal, evidence, is_cut, n_accounts):  # pragma: no cover - compiled
+    """:meth:`LinkEngine.pair_sums`: candidates are laid out by withdrawal (one counting sort), the
+    best per withdrawal and target kept, then summed per pair; withdrawals are ranked by source
+    account, so each account's pairs come out together, targets in order. Returns (each
+    candidate's pair, pair source, pair target, evidence sum, cut part, count)."""
+    n, n_withdrawals = len(evidence), len(w_source)
+    start = np.zeros(n_withdrawals + 1, dtype=np.int64)
+    for c in range(n):
+        start[withdrawal[c] + 1] += 1
+    start = np.cumsum(start)
+    fill = start[:-1].copy()
+    position = np.empty(n, dtype=np.int64)
+    s_target = np.empty(n, dtype=np.int64)
+    s_evidence = np.empty(n, dtype=np.float64)
+    s_cut = np.empty(n, dtype=np.bool_)
+    for c in range(n):
+        p = fill[withdrawal[c]]
+        fill[withdrawal[c]] += 1
+        position[c], s_target[p], s_evidence[p], s_cut[p] = p, target[c], evidence[c], is_cut[c]
+    mark = np.full(n_accounts, -1, dtype=np.int64)
+    slot = np.empty(n_accounts, dtype=np.int64)
+    best_source = np.empty(n, dtype=np.int64)
+    best_target = np.empty(n, dtype=np.int64)
+    best = np.empty(n, dtype=np.float64)
+    best_cut = np.empty(n, dtype=np.float64)
+    best_of = np.empty(n, dtype=np.int64)
+    r = 0
+    for g in range(n_withdrawals):
+        for p in range(start[g], start[g + 1]):
+            b, e = s_target[p], s_evidence[p]
+            if mark[b] != g:
+                mark[b], slot[b] = g, r
+                best_source[r], best_target[r], best[r] = w_source[g], b, e
+                best_cut[r] = e if s_cut[p] else -np.inf
+                r += 1
+            else:
+                s = slot[b]
+                best[s] = max(best[s], e)
+                if s_cut[p]:
+                    best_cut[s] = max(best_cut[s], e)
+            best_of[p] = slot[b]
+    mark[:] = -1
+    pair_of = np.empty(r, dtype=np.int64)
+    p_source = np.empty(r, dtype=np.int64)
+    p_target = np.empty(r, dtype=np.int64)
+    p_e = np.zeros(r, dtype=np.float64)
+    p_cut = np.zeros(r, dtype=np.float64)
+    p_n = np.zeros(r, dtype=np.int64)
+    targets = np.empty(r, dtype=np.int64)
+    n_pairs, lo = 0, 0
+    while lo < r:  # one source account's bests at a time
+        a, hi, m = best_source[lo], lo, 0
+        while hi < r and best_source[hi] == a:
+            if mark[best_target[hi]] != a:
+                mark[best_target[hi]] = a
+                targets[m] = best_target[hi]
+                m += 1
+            hi += 1
+        distinct = np.sort(targets[:m])
+        for x in range(m):
+            slot[distinct[x]] = n_pairs + x
+            p_source[n_pairs + x], p_target[n_pairs + x] = a, distinct[x]
+        for s in range(lo, hi):
+            q = slot[best_target[s]]
+            pair_of[s] = q
+            p_e[q] += best[s]
+            if best_cut[s] >= best[s]:
+                p_cut[q] += best[s]
+            p_n[q] += 1
+        n_pairs, lo = n_pairs + m, hi
+    at = np.empty(n, dtype=np.int64)
+    for c in range(n):
+        at[c] = pair_of[best_of[position[c]]]
+    return at, p_source[:n_pairs], p_target[:n_pairs], p_e[:n_pairs], p_cut[:n_pairs], p_n[:n_pairs]
+
+
+@numba.njit(cache=True, nogil=True)
+def _support_lookup(pair, score, start, source, target, n_accounts):  # pragma: no cover - compiled
+    """Score of each (source, target) among sorted pair codes (``start``: where each source's begin), NaN if absent."""
+    out = np.full(len(source), np.nan)
+    for c in range(len(source)):
+        a = source[c]
+        key = a * n_accounts + target[c]
+        lo, hi = start[a], start[a + 1]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if pair[mid] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < start[a + 1] and pair[lo] == key:
+            out[c] = score[lo]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy(order, wi, dj, w_members, d_members, n_w, n_d):  # pragma: no cover - compiled
+    """Keep candidate k (in ``order``) when none of its rows ``w_members[wi[k]]``, ``d_members[dj[k]]`` is used yet."""
     used_w = np.zeros(n_w, dtype=np.bool_)
     used_d = np.zeros(n_d, dtype=np.bool_)
     keep = np.zeros(len(order), dtype=np.bool_)
     for k in order:
+        w, d = w_members[wi[k]], d_members[dj[k]]
         free = True
         for m in range(w_members.shape[1]):
-            r = w_members[k, m]
-            if r >= 0 and used_w[r]:
-                free = False
-            r = d_members[k, m]
-            if r >= 0 and used_d[r]:
+            if (w[m] >= 0 and used_w[w[m]]) or (d[m] >= 0 and used_d[d[m]]):
                 free = False
         if free:
             keep[k] = True
             for m in range(w_members.shape[1]):
-                if w_members[k, m] >= 0:
-                    used_w[w_members[k, m]] = True
-                if d_members[k, m] >= 0:
-                    used_d[d_members[k, m]] = True
+                if w[m] >= 0:
+                    used_w[w[m]] = True
+                if d[m] >= 0:
+                    used_d[d[m]] = True
     return keep
 
 
@@ -611,7 +794,7 @@ def block_grid(engine: LinkEngine, rates: Rates, n_w: int, t_min: int, t_max: in
     else:
         width = max(int(span * probe / n_w), 1)
         W, D = probe_rows(t_min + (span - width) // 2, width)
-        per_withdrawal = max(len(engine.candidates(W, D, rates).kind) / max(len(W), 1), 1.0)
+        per_withdrawal = max(len(engine.matches(W, D, rates)) / max(len(W), 1), 1.0)
         per_block = int(np.clip(opts.block_candidates / per_withdrawal, 20_000, 2_000_000))
     length = span if per_block >= n_w else max(int(span * per_block / n_w), 1)
     return BlockGrid(t_min, length, engine.reach)
@@ -634,17 +817,27 @@ class Support:
         order = np.argsort(scores.index.to_numpy(np.int64), kind="stable")
         return cls(scores.index.to_numpy(np.int64)[order], scores.to_numpy(np.float64)[order])
 
-    def lookup(self, pair: np.ndarray) -> np.ndarray:
+    def lookup(self, source: np.ndarray, target: np.ndarray, n_accounts: int) -> np.ndarray:
         """Score of each pair, NaN where pass 1 did not carry it."""
-        if not len(self.pair):
-            return np.full(len(pair), np.nan)
-        pos = np.minimum(np.searchsorted(self.pair, pair), len(self.pair) - 1)
-        return np.where(self.pair[pos] == pair, self.score[pos], np.nan)
+        start = np.searchsorted(self.pair, np.arange(n_accounts + 1, dtype=np.int64) * n_accounts)
+        return _support_lookup(self.pair, self.score, start, source, target, n_accounts)
 
 
-def _scored(engine: LinkEngine, rates: Rates, block: Block, own: np.ndarray | None = None) -> tuple[_Candidates, np.ndarray]:
-    c = engine.candidates(block.W, block.D, rates, own)
-    return c, engine.evidence(c)
+def _withdrawal_ranks(account: np.ndarray, row_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of each withdrawal by (account, row id), and the account of each rank (what
+    :meth:`LinkEngine.pair_sums` needs: a pair's withdrawals are summed in row id order)."""
+    order = np.lexsort((row_id, account))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank, account[order]
+
+
+def _pair_sums_of(engine: LinkEngine, m: _Matches, block: Block, idx: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, ...]:
+    """:meth:`LinkEngine.pair_sums` of a block's candidates ``idx``: a candidate's withdrawal is its
+    first withdrawn row."""
+    rank, w_source = _withdrawal_ranks(block.W.account, block.w_id)
+    row_rank = rank[m.W.members[:, 0]]
+    return engine.pair_sums(w_source, m.D.account[m.dj[idx]], row_rank[m.wi[idx]], m.evidence[idx], m.kind[idx] == 1)
 
 
 def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block, carry_repeats_only: bool) -> tuple[pd.DataFrame, int]:
@@ -654,9 +847,10 @@ def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block, carry_repeat
     With several blocks only pairs that repeat within the block are carried (most pairs are one
     coincidence; this keeps pass 1's memory near a block's); the others get their support from
     their own block in pass 2."""
-    c, e = _scored(engine, rates, block, block.own)
-    part = engine.pair_sums(engine.pair_code(c), block.w_id[c.w_members[:, 0]], e, c.kind)
-    return (part[part["n"].to_numpy() > 1] if carry_repeats_only else part), len(c.kind)
+    m = engine.matches(block.W, block.D, rates, block.own)
+    _, pair, e, e_cut, n = _pair_sums_of(engine, m, block)
+    keep = n > 1 if carry_repeats_only else slice(None)
+    return _sums_frame(pair[keep], e[keep], e_cut[keep], n[keep]), len(m)
 
 
 def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Support | None) -> tuple[_Candidates, np.ndarray, np.ndarray, int]:
@@ -665,22 +859,20 @@ def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Sup
     compete for the deposits, as in one global assignment; only the owned withdrawals' transfers
     are returned. ``support``: pass 1's pair scores (None: the block is the whole run, and its own
     candidates give the support)."""
-    c, e = _scored(engine, rates, block)
-    n_candidates = len(e)
-    pair = engine.pair_code(c)
-    boost = support.lookup(pair) if support is not None else np.full(len(pair), np.nan)
+    m = engine.matches(block.W, block.D, rates)
+    n_accounts = len(engine.share)
+    boost = support.lookup(m.W.account[m.wi], m.D.account[m.dj], n_accounts) if support is not None else np.full(len(m), np.nan)
     local = np.flatnonzero(np.isnan(boost))
     if len(local):
-        codes, values = pd.factorize(pair[local])
-        sums = engine.pair_sums(pair[local], c.w_members[local, 0], e[local], c.kind[local], coded=(codes, values))
-        boost[local] = engine.pair_scores(sums)["score"].to_numpy()[codes]
-    weight = e + np.maximum(boost, 0.0)
-    chosen = assign(c.w_members, c.d_members, weight)
-    chosen = chosen[block.own[c.w_members[chosen, 0]]]
-    c = _take(c, chosen)
+        at, pair, e, _, n = _pair_sums_of(engine, m, block, local)
+        boost[local] = engine.score(pair, e, n)[at]
+    weight = m.evidence + np.maximum(boost, 0.0)
+    chosen = _assign(m.wi, m.dj, m.W.members, m.D.members, weight)
+    chosen = chosen[block.own[m.W.members[m.wi[chosen], 0]]]
+    c = m.take(chosen)
     c.w_members = _global(c.w_members, block.w_id)
     c.d_members = _global(c.d_members, block.d_id)
-    return c, e[chosen], weight[chosen], n_candidates
+    return c, m.evidence[chosen], weight[chosen], len(m)
 
 
 def resolve(parts: list[tuple[_Candidates, np.ndarray, np.ndarray]]) -> tuple[_Candidates, np.ndarray]:
@@ -784,8 +976,9 @@ def pass_one_support(engine: LinkEngine, sums: list[pd.DataFrame], single: bool)
 def orientation(engine: LinkEngine, parts: list[tuple[_Candidates, np.ndarray, np.ndarray, int]], n_candidates: int | None) -> _Orientation:
     """Settle the blocks' transfers (in block order) and score the pairs they form."""
     t, e_t = resolve([p[:3] for p in parts])
-    pairs = engine.pair_scores(engine.pair_sums(engine.pair_code(t), t.w_members[:, 0], e_t, t.kind))
-    return _Orientation(t, e_t, pairs, n_candidates if n_candidates is not None else sum(p[3] for p in parts))
+    rank, w_source = _withdrawal_ranks(t.source, t.w_members[:, 0])  # each withdrawal is in one transfer
+    _, pair, e, e_cut, n = engine.pair_sums(w_source, t.target, rank, e_t, t.kind == 1)
+    return _Orientation(t, e_t, engine.pair_scores(_sums_frame(pair, e, e_cut, n)), n_candidates if n_candidates is not None else sum(p[3] for p in parts))
 
 
 def expected_null_above(scores: np.ndarray, decoy: np.ndarray, tail_fraction: float = 0.01, min_tail: int = 25) -> np.ndarray:

@@ -29,7 +29,7 @@ _ROWS = "row_id long, code int, amount long, t long, deposit boolean"
 _SUMS = "block long, seq long, pair long, e double, e_cut double, n long"
 _MEMBERS = [f"{side}{k}" for side in "wd" for k in range(3)]
 _TRANSFERS = ("block long, seq long, kind int, " + ", ".join(f"{m} long" for m in _MEMBERS)
-              + ", source int, target int, amount_out long, amount_in long, lag long, rate double, t_out long,"
+              + ", source int, target int, amount_out long, amount_in long, lag long, t_out long,"
                 " evidence double, weight double")
 _COUNT = -1  # ``pair`` / ``kind`` of the one row per block that carries its candidate count
 
@@ -214,10 +214,10 @@ def _transfer_rows(c: _Candidates, e: np.ndarray, weight: np.ndarray, n_candidat
     cols.update({f"w{k}": c.w_members[:, k].astype(np.int64) for k in range(3)})
     cols.update({f"d{k}": c.d_members[:, k].astype(np.int64) for k in range(3)})
     cols.update(source=c.source.astype(np.int32), target=c.target.astype(np.int32), amount_out=c.amount_out,
-                amount_in=c.amount_in, lag=c.lag, rate=c.rate, t_out=c.t_out, evidence=e, weight=weight)
+                amount_in=c.amount_in, lag=c.lag, t_out=c.t_out, evidence=e, weight=weight)
     out = pd.DataFrame(cols)
     count = {col: [0] for col in out.columns}
-    count.update(kind=[_COUNT], w0=[n_candidates], evidence=[0.0], weight=[0.0], rate=[0.0])
+    count.update(kind=[_COUNT], w0=[n_candidates], evidence=[0.0], weight=[0.0])
     return pd.concat([out, pd.DataFrame(count).astype(out.dtypes.to_dict())], ignore_index=True)
 
 
@@ -231,6 +231,6 @@ def _parts_of(g: pd.DataFrame) -> tuple[_Candidates, np.ndarray, np.ndarray, int
         w_members=g[["w0", "w1", "w2"]].to_numpy(np.int64), d_members=g[["d0", "d1", "d2"]].to_numpy(np.int64),
         source=g["source"].to_numpy(np.int32), target=g["target"].to_numpy(np.int32),
         amount_out=g["amount_out"].to_numpy(np.int64), amount_in=g["amount_in"].to_numpy(np.int64),
-        lag=g["lag"].to_numpy(np.int64), rate=g["rate"].to_numpy(np.float64), t_out=g["t_out"].to_numpy(np.int64),
+        lag=g["lag"].to_numpy(np.int64), t_out=g["t_out"].to_numpy(np.int64),
     )
     return c, g["evidence"].to_numpy(np.float64), g["weight"].to_numpy(np.float64), n
