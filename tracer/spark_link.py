@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tracer.link import (
-    BlockGrid, Counts, LinkEngine, LinkOptions, LinkResult, Rates, Support, _Candidates, _base_rows, _combo_amounts,
+    BlockGrid, Counts, LinkOptions, LinkResult, Rates, _Candidates, _base_rows, _combo_amounts,
     _combo_parts, _Orientation, _Rows, block_grid, block_pair_sums, block_transfers, infer_from_runs, make_block,
     make_engine, orientation, pass_one_support,
 )
