@@ -1,18 +1,28 @@
 """Load stage: bank exports (CSV / Parquet / DataFrame) -> canonical transactions + rejected rows.
 
-Everything is read as text first (nothing is coerced silently by a type-inferring reader), then
-validated column by column with vectorized ``pyarrow.compute`` / numpy operations.  Every input row
-ends up either in ``LoadResult.transactions`` or, exactly once, in ``LoadResult.rejected`` with the
-first check it failed.  Invariant: ``rows_in == len(transactions) + rejected.row_id.nunique()``.
+Every value is judged by its text (nothing is coerced silently by a type-inferring reader; typed
+numeric Parquet columns skip the text only where the result is provably the same), column by column
+with vectorized ``pyarrow.compute`` / numpy operations.  Every input row ends up either in
+``LoadResult.transactions`` or, exactly once, in ``LoadResult.rejected`` with the first check it
+failed.  Invariant: ``rows_in == len(transactions) + rejected.row_id.nunique()``.
+
+Rows are checked in batches (Parquet: part by part, row group by row group, reading only the mapped
+columns; CSV / DataFrame: slices of the table) and each batch is reduced at once to compact columns
+of the rows that pass; client ids, categories and duplicate flags are merged at the end, so the
+result equals one validation of the whole table while memory stays near the output's ~30 bytes a
+row.
 
 See docs/loading.md for the column mapping, the canonical columns and the rejection reasons.
 """
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import difflib
+import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +80,7 @@ _ISO_DATE = "%Y-%m-%d"
 _ISO_TIME = "%H:%M:%S"
 _ISO_DATETIME = "%Y-%m-%d %H:%M:%S"
 _MAX_INT_DIGITS = 15
+BATCH_ROWS = 1 << 20  # rows validated at a time (Parquet: at most one row group)
 
 
 class LoadError(Exception):
@@ -198,6 +209,11 @@ def load_transactions(
     Raises LoadError when the input cannot be used at all; bad rows go to ``rejected``.
     """
     mapping = resolve_mapping(mapping, mapping_overrides)
+    with _small_pages():
+        return _load(source, mapping)
+
+
+def _load(source: str | os.PathLike | pd.DataFrame, mapping: ColumnMapping) -> LoadResult:
     delimiter = None
     malformed: list[tuple[int, str, str]] = []
     if isinstance(source, pd.DataFrame):
@@ -210,14 +226,47 @@ def load_transactions(
         if not path.exists():
             raise LoadError(f"{name}: file not found")
         if _is_parquet(path):
-            table = _read_parquet(path, name)
+            parts = _ParquetParts.open(_parquet_files(path, name), name)
+            if parts is not None:  # streamed part by part, batch by batch
+                cols = resolve_columns(parts.schema.names, mapping, name, None)
+                acc = _Accumulator(parts.num_rows, mapping, cols, ",")
+                for batch in _read_ahead(parts.batches(cols)):
+                    acc.add(batch.table, batch.row_ids, batch.full_table)
+                tx, rejected = acc.finish([])
+                return LoadResult(tx, rejected, acc.rows_in, name, None, cols)
+            table = _read_parquet(path, name)  # fallback: parts that only read as whole tables
             row_ids = np.arange(table.num_rows, dtype=np.int64)
         else:
             table, row_ids, malformed, delimiter = _read_csv(path, name, mapping)
     cols = resolve_columns(table.column_names, mapping, name, delimiter)
     rows_in = table.num_rows + len(malformed)
-    tx, rejected = validate_table(table, row_ids, mapping, cols, malformed, delimiter or ",")
+    acc = _Accumulator(table.num_rows, mapping, cols, delimiter or ",")
+    for start in range(0, table.num_rows, BATCH_ROWS):
+        acc.add(table.slice(start, BATCH_ROWS), row_ids[start:start + BATCH_ROWS])
+    del table
+    tx, rejected = acc.finish(malformed)
     return LoadResult(tx, rejected, rows_in, name, delimiter, cols)
+
+
+@contextlib.contextmanager
+def _small_pages():
+    """numpy without its MADV_HUGEPAGE advice for large arrays, for the duration of a load.
+
+    With transparent huge pages on ``madvise`` and ``defrag`` set to (defer+)madvise - the common
+    distribution default - a fault in advised memory can stall in synchronous compaction when no
+    free huge page is at hand.  On the benchmark machine that made first touches of the load's
+    fresh arrays cost more system time than the parsing itself (30M rows: 8.6-10 s system time
+    with the advice, 1.7 s without).  An explicit NUMPY_MADVISE_HUGEPAGE setting is left alone."""
+    core = getattr(np, "_core", None)
+    setter = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+    if setter is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        yield
+        return
+    previous = setter(False)
+    try:
+        yield
+    finally:
+        setter(previous)
 
 
 def resolve_mapping(mapping: ColumnMapping | None, overrides: dict[str, Any]) -> ColumnMapping:
@@ -249,14 +298,21 @@ def _is_parquet(path: Path) -> bool:
         return fh.read(4) == b"PAR1"
 
 
+def _parquet_files(path: Path, name: str) -> list[str]:
+    """The Parquet file, or the parts of a directory in sorted path order (row_id counts across
+    parts in that order)."""
+    if not path.is_dir():
+        return [str(path)]
+    parts = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES)
+    if not parts:
+        raise LoadError(f"{name}: directory contains no .parquet files")
+    return [str(p) for p in parts]
+
+
 def _read_parquet(path: Path, name: str) -> pa.Table:
-    if path.is_dir():
-        parts = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES)
-        if not parts:
-            raise LoadError(f"{name}: directory contains no .parquet files")
-        files = [str(p) for p in parts]
-    else:
-        files = [str(path)]
+    """All parts read whole and concatenated (the fallback of _ParquetParts; also defines the
+    errors and the schema promotion that the streamed read reproduces)."""
+    files = _parquet_files(path, name)
     tables = []
     for f in files:  # in sorted file-name order: row_id counts across parts in that order
         try:
@@ -267,6 +323,117 @@ def _read_parquet(path: Path, name: str) -> pa.Table:
         return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     except pa.ArrowException as exc:
         raise LoadError(f"{name}: Parquet parts have incompatible schemas ({_one_line(exc)})") from None
+
+
+def _parquet_error(files: list[str], name: str) -> None:
+    """Raise the LoadError that reading every part whole and concatenating would raise (one part
+    in memory at a time).  Returns only if that read would succeed."""
+    schemas = []
+    for f in files:
+        try:
+            schemas.append(pq.read_table(f).schema)
+        except (pa.ArrowException, OSError) as exc:
+            raise LoadError(f"{f}: not a readable Parquet file ({_one_line(exc)})") from None
+    if len(schemas) > 1:
+        try:
+            pa.concat_tables([s.empty_table() for s in schemas], promote_options="permissive")
+        except pa.ArrowException as exc:
+            raise LoadError(f"{name}: Parquet parts have incompatible schemas ({_one_line(exc)})") from None
+
+
+@dataclass
+class _Batch:
+    table: pa.Table  # the columns the mapping reads (all columns when there is nothing to leave out)
+    row_ids: np.ndarray
+    full_table: Any = None  # callable -> the batch with every column, when ``table`` has fewer
+
+
+class _ParquetParts:
+    """Parquet parts read one row group at a time, in batches of at most BATCH_ROWS rows.
+
+    The result is the table that ``_read_parquet`` would build, cut into batches: parts whose
+    schemas differ are promoted to the unified schema as ``pa.concat_tables(promote_options=
+    "permissive")`` does, and read errors are the same LoadErrors.  Columns the mapping does not
+    read are left out when the parts share one schema; ``_Batch.full_table`` reads them for the
+    rejected rows' ``raw`` text."""
+
+    def __init__(self, files: list[str], name: str, schemas: list[pa.Schema], schema: pa.Schema, num_rows: int):
+        self.files, self.name, self.schemas, self.schema, self.num_rows = files, name, schemas, schema, num_rows
+
+    @classmethod
+    def open(cls, files: list[str], name: str) -> _ParquetParts | None:
+        """Schemas and row counts from the footers; None if the parts only read as whole tables."""
+        schemas, num_rows = [], 0
+        try:
+            for f in files:
+                with pq.ParquetFile(f) as pf:
+                    schemas.append(pf.schema_arrow)
+                    num_rows += pf.metadata.num_rows
+            schema = schemas[0] if len(schemas) == 1 else pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowException, OSError):
+            _parquet_error(files, name)
+            return None
+        return cls(files, name, schemas, schema, num_rows)
+
+    def batches(self, cols: dict[str, str]):
+        names = self.schema.names
+        same = all(s.equals(self.schema) for s in self.schemas)
+        used = [n for n in names if n in set(cols.values())]
+        prune = (same and len(used) < len(names) and len(set(names)) == len(names)
+                 and not any("." in n for n in names))
+        empty = self.schema.empty_table()
+        row = 0
+        for f in self.files:
+            try:
+                with pq.ParquetFile(f) as pf:
+                    for rg in range(pf.num_row_groups):
+                        whole: list[pa.Table] = []  # the row group with every column, read on demand
+                        offset = 0
+                        for rb in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[rg],
+                                                  columns=used if prune else None, use_threads=True):
+                            table = pa.Table.from_batches([rb])
+                            if not same:
+                                table = pa.concat_tables([empty, table], promote_options="permissive")
+                            n = table.num_rows
+                            full = None
+                            if prune:
+                                full = functools.partial(self._full_table, f, rg, whole, table, offset)
+                            yield _Batch(table, np.arange(row, row + n, dtype=np.int64), full)
+                            row += n
+                            offset += n
+            except (pa.ArrowException, OSError) as exc:  # the error the whole-table read gives, if any
+                _parquet_error(self.files, self.name)
+                raise LoadError(f"{f}: not a readable Parquet file ({_one_line(exc)})") from None
+
+    def _full_table(self, f: str, rg: int, whole: list[pa.Table], table: pa.Table, offset: int) -> pa.Table:
+        if not whole:
+            extra = [n for n in self.schema.names if n not in table.column_names]
+            try:
+                with pq.ParquetFile(f) as pf:
+                    whole.append(pf.read_row_group(rg, columns=extra, use_threads=True))
+            except (pa.ArrowException, OSError) as exc:
+                _parquet_error(self.files, self.name)
+                raise LoadError(f"{f}: not a readable Parquet file ({_one_line(exc)})") from None
+        rest = whole[0].slice(offset, table.num_rows)
+        return pa.table([table.column(n) if n in table.column_names else rest.column(n) for n in self.schema.names],
+                        names=self.schema.names)
+
+
+_END = object()
+
+
+def _read_ahead(items):
+    """``items`` advanced in a worker thread, one item ahead of the consumer: pyarrow reads and
+    decodes without the GIL, so the next batch is read while this one is checked.  Items and
+    exceptions arrive in order; the worker never runs more than one step at a time."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(next, items, _END)
+        while True:
+            item = ahead.result()
+            if item is _END:
+                return
+            ahead = pool.submit(next, items, _END)
+            yield item
 
 
 def _table_from_frame(df: pd.DataFrame) -> pa.Table:
@@ -494,13 +661,6 @@ def _fixed_width_digits(arr: pa.Array, width: int) -> np.ndarray:
     return data.reshape(n, width)
 
 
-def _num(digits: np.ndarray, start: int, stop: int) -> np.ndarray:
-    out = np.zeros(digits.shape[0], dtype=np.int64)
-    for i in range(start, stop):
-        out = out * 10 + (digits[:, i].astype(np.int64) - 48)
-    return out
-
-
 _DIM = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 
@@ -520,32 +680,83 @@ def _valid_ymd(y, m, d) -> np.ndarray:
     return (y >= 1) & (m >= 1) & (m <= 12) & (d >= 1) & (d <= dim)
 
 
+def _pair_table() -> np.ndarray:
+    """Two ASCII bytes read as a little-endian uint16 -> their value 0-99, or 255 if not two digits."""
+    t = np.full(1 << 16, 255, dtype=np.uint8)
+    a, b = np.meshgrid(np.arange(10), np.arange(10), indexing="ij")
+    t[(48 + a) | ((48 + b) << 8)] = 10 * a + b
+    return t
+
+
+def _calendar_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tables of _days_from_civil / _valid_ymd for years 0-9999 and months 0-255 (one row per
+    leap-year flag): days before 1 January, leap flag, days before the month, days in the month
+    (0 for a month that does not exist, so that no day is valid in it); month index leap * 256 + m."""
+    years = np.arange(10000, dtype=np.int64)
+    year_start = _days_from_civil(years, np.ones_like(years), np.ones_like(years)).astype(np.int32)
+    leap = (((years % 4 == 0) & (years % 100 != 0)) | (years % 400 == 0)).astype(np.int32)
+    month_start = np.zeros(512, dtype=np.int32)
+    month_days = np.zeros(512, dtype=np.int32)
+    m = np.arange(1, 13)
+    for is_leap, y in ((0, 2001), (1, 2000)):
+        at = 256 * is_leap + m
+        month_start[at] = _days_from_civil(np.full(12, y), m, np.ones(12, np.int64)) - _days_from_civil(y, 1, 1)
+        month_days[at] = _DIM + ((m == 2) & bool(is_leap))
+    return year_start, leap, month_start, month_days
+
+
+_PAIRS = _pair_table()
+_YEAR_START, _LEAP, _MONTH_START, _MONTH_DAYS = _calendar_tables()
+
+# ISO layouts: width, filler for rows of another width, separator position -> allowed bytes, and
+# where the two-digit fields start (date: century, year, month, day; time: hour, minute, second)
+_ISO_LAYOUT = {
+    "date": (10, "1970-01-01", {4: b"-", 7: b"-"}, (0, 2, 5, 8), None),
+    "time": (8, "00:00:00", {2: b":", 5: b":"}, None, (0, 3, 6)),
+    "datetime": (19, "1970-01-01 00:00:00", {4: b"-", 7: b"-", 10: b" T", 13: b":", 16: b":"},
+                 (0, 2, 5, 8), (11, 14, 17)),
+}
+
+
 def _iso_seconds(arr: pa.Array, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Strict ISO parse -> (seconds, ok).  kind: date (days*86400), time (seconds of day), datetime."""
-    pattern, width, filler = {
-        "date": (r"^\d{4}-\d{2}-\d{2}$", 10, "1970-01-01"),
-        "time": (r"^\d{2}:\d{2}:\d{2}$", 8, "00:00:00"),
-        "datetime": (r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$", 19, "1970-01-01 00:00:00"),
-    }[kind]
-    ok = pc.match_substring_regex(arr, pattern)
-    fixed = pc.if_else(ok, arr, filler)
-    if isinstance(fixed, pa.ChunkedArray):
-        fixed = fixed.combine_chunks()
-    dig = _fixed_width_digits(fixed, width)
-    ok = ok.to_numpy(zero_copy_only=False).astype(bool)
-    secs = np.zeros(len(arr), dtype=np.int64)
-    tod_at = None
-    if kind in ("date", "datetime"):
-        y, m, d = _num(dig, 0, 4), _num(dig, 5, 7), _num(dig, 8, 10)
-        ok &= _valid_ymd(y, m, d)
-        secs += _days_from_civil(y, np.clip(m, 1, 12), d) * 86400
-        tod_at = 11 if kind == "datetime" else None
-    if kind == "time":
-        tod_at = 0
-    if tod_at is not None:
-        h, mi, s = _num(dig, tod_at, tod_at + 2), _num(dig, tod_at + 3, tod_at + 5), _num(dig, tod_at + 6, tod_at + 8)
-        ok &= (h < 24) & (mi < 60) & (s < 60)
-        secs += h * 3600 + mi * 60 + s
+    """Strict ISO parse -> (seconds, ok).  kind: date (days*86400), time (seconds of day), datetime.
+
+    The same test as the regular expressions ``^\\d{4}-\\d{2}-\\d{2}$``, ``^\\d{2}:\\d{2}:\\d{2}$``
+    and ``^\\d{4}-\\d{2}-\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}$`` (RE2: ``\\d`` is ASCII, ``$`` the end of
+    the text), then a real calendar date / hours 0-23, minutes and seconds 0-59; done on the bytes
+    with table look-ups (two digits at a time), never through Python objects."""
+    width, filler, sep_at, ymd_at, hms_at = _ISO_LAYOUT[kind]
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    if arr.null_count:
+        arr = pc.fill_null(arr, "")  # null: not a match, as with the regular expression
+    ok = np.array(pc.equal(pc.binary_length(arr), width).to_numpy(zero_copy_only=False), dtype=bool)
+    fixed = arr if ok.all() else pc.if_else(pa.array(ok), arr, filler)
+    raw = _fixed_width_digits(fixed, width).astype(np.uint8, copy=False)
+
+    def pair(at: int) -> np.ndarray:  # value of the two digits at byte ``at``; 255 if not digits
+        return _PAIRS[raw[:, at:at + 2].view(np.uint16)[:, 0]]
+
+    for i, allowed in sep_at.items():
+        hit = raw[:, i] == allowed[0]
+        for b in allowed[1:]:
+            hit |= raw[:, i] == b
+        ok &= hit
+    secs = np.zeros(n, dtype=np.int64)
+    if ymd_at is not None:
+        c, yy, m, d = (pair(at) for at in ymd_at)
+        ok &= (c != 255) & (yy != 255) & (m != 255) & (d != 255)
+        y = c.astype(np.int32) * 100 + yy
+        y[y > 9999] = 0  # only non-digits (255) get here; the row is already not ok
+        mi = _LEAP[y] * 256 + m  # m <= 255
+        ok &= (y >= 1) & (d >= 1) & (d <= _MONTH_DAYS[mi])
+        days = _YEAR_START[y] + _MONTH_START[mi] + d.astype(np.int32) - 1
+        np.multiply(days, np.int64(86400), out=secs)
+    if hms_at is not None:
+        h, mi_, s = (pair(at) for at in hms_at)
+        ok &= (h < 24) & (mi_ < 60) & (s < 60)  # 255 (not digits) fails too
+        secs += h.astype(np.int32) * 3600 + mi_.astype(np.int32) * 60 + s
     return secs, ok
 
 
@@ -663,6 +874,47 @@ def _parse_cents(arr: pa.Array, mapping: ColumnMapping) -> tuple[np.ndarray, np.
     return cents, code
 
 
+def _amount_cents(arr: pa.Array | pa.ChunkedArray, mapping: ColumnMapping) -> tuple[np.ndarray, np.ndarray]:
+    """An amount column of any type -> (cents, reason code), as ``_parse_cents`` of its text.
+
+    Float64 and integer columns skip the text where the result is certain: a double x with
+    |x| < 1e9 whose nearest two-decimal value c/100 converts back to exactly x.  Below 1e9 the
+    spacing of doubles is far under a cent, so c/100 is the only two-decimal number that rounds
+    to x, every other decimal that does has more significant digits, and x's text (its shortest
+    round-trip decimal, plain notation below 1e10) is c/100 itself.  Integers need |v| < 10**15.
+    Every other value (null, NaN, inf, sub-cent, large) goes through the text as before."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    t = arr.type
+    numeric = pa.types.is_float64(t) or _is_int64_safe(t)
+    if not numeric or mapping.thousands is not None or mapping.decimal != ".":
+        return _parse_cents(_as_string(arr), mapping)
+    if pa.types.is_float64(t):
+        x = arr.to_numpy(zero_copy_only=False)  # nulls -> NaN
+        with np.errstate(all="ignore"):
+            c = np.rint(x * 100.0)
+            sure = (np.abs(x) < 1e9) & (c / 100.0 == x)  # False for NaN and inf
+        cents = np.where(sure, c, 0.0).astype(np.int64)
+    else:
+        v = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        sure = (v > -10**15) & (v < 10**15)
+        cents = np.where(sure, v * 100, 0)
+    if arr.null_count:
+        sure &= arr.is_valid().to_numpy(zero_copy_only=False)
+    code = np.zeros(len(arr), dtype=np.int8)
+    rest = np.flatnonzero(~sure)
+    if len(rest):
+        c2, code2 = _parse_cents(_as_string(arr.take(pa.array(rest))), mapping)
+        cents[rest] = c2
+        code[rest] = code2
+    return cents, code
+
+
+def _is_int64_safe(t: pa.DataType) -> bool:
+    """An integer type whose values fit int64 (so numpy holds them exactly)."""
+    return pa.types.is_integer(t) and not pa.types.is_uint64(t)
+
+
 # --------------------------------------------------------------------------------------------------
 # validation pipeline
 
@@ -685,17 +937,19 @@ class _Rejects:
             self.alive &= ~hit
 
 
-def validate_table(
-    table: pa.Table, row_ids: np.ndarray, mapping: ColumnMapping, cols: dict[str, str],
-    malformed: list[tuple[int, str, str]] = (), delimiter: str = ",",
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate a table of input columns -> (canonical transactions, rejected rows).
+@dataclass
+class _Checked:
+    """Row-wise checks of one table: rejections and the parsed values (meaningful where alive)."""
 
-    ``row_ids`` number the table's rows, ``cols`` maps roles to its column names (resolve_columns),
-    ``malformed`` are lines that never became rows, as (row_id, reason, text).  Only the duplicate
-    flag looks across rows; everything else is row by row, so the Spark loader runs this function
-    on each partition and recomputes the duplicate flag per account.
-    """
+    rej: _Rejects
+    client: pa.Array | None  # trimmed client_id text, or None when ``client_int`` holds the ids
+    client_int: np.ndarray | None  # an integer client_id column's values (its text is their decimal form)
+    cents: np.ndarray
+    secs: np.ndarray
+
+
+def _check_table(table: pa.Table, mapping: ColumnMapping, cols: dict[str, str], int_clients: bool = False) -> _Checked:
+    """Every row-wise check, in order; the first failing check per row is its reason."""
     n = table.num_rows
     rej = _Rejects(n)
     col = lambda role: table.column(cols[role])  # noqa: E731
@@ -707,15 +961,21 @@ def validate_table(
             blank &= pc.equal(pc.binary_length(c), 0).to_numpy(zero_copy_only=False).astype(bool)
         rej.add(blank, ROW, "blank line")
 
-    client = pc.utf8_trim_whitespace(_as_string(col("client_id")))
-    rej.add(pc.equal(pc.binary_length(client), 0).to_numpy(zero_copy_only=False).astype(bool),
-            cols["client_id"], "empty client_id")
+    client, client_int = None, None
+    if int_clients and _is_int64_safe(col("client_id").type):  # an integer's text is never blank
+        ids = col("client_id")
+        client_int = pc.fill_null(ids, 0).to_numpy().astype(np.int64, copy=False)
+        empty = ~ids.is_valid().to_numpy() if ids.null_count else np.zeros(n, dtype=bool)
+    else:
+        client = pc.utf8_trim_whitespace(_as_string(col("client_id")))
+        empty = pc.equal(pc.binary_length(client), 0).to_numpy(zero_copy_only=False).astype(bool)
+    rej.add(empty, cols["client_id"], "empty client_id")
 
     # amount
     if mapping.debit is not None:
         dcol, ccol = cols["debit"], cols["credit"]
-        dc, dcode = _parse_cents(_as_string(col("debit")), mapping)
-        cc, ccode = _parse_cents(_as_string(col("credit")), mapping)
+        dc, dcode = _amount_cents(col("debit"), mapping)
+        cc, ccode = _amount_cents(col("credit"), mapping)
         d_empty = (dcode == A_MISSING) | ((dcode == A_OK) & (dc == 0))
         c_empty = (ccode == A_MISSING) | ((ccode == A_OK) & (cc == 0))
         for code, reason in _AMOUNT_REASONS.items():
@@ -728,7 +988,7 @@ def validate_table(
         cents = np.where(d_empty, cc, -np.abs(dc))
     else:
         acol = cols["amount"]
-        cents, code = _parse_cents(_as_string(col("amount")), mapping)
+        cents, code = _amount_cents(col("amount"), mapping)
         for c, reason in _AMOUNT_REASONS.items():
             rej.add(code == c, acol, reason)
         rej.add(cents == 0, acol, "zero amount")
@@ -756,10 +1016,24 @@ def validate_table(
             if pa.types.is_timestamp(dtype):  # a typed timestamp "date" column: use its day only
                 secs = secs - secs % 86400
             secs = secs + tsecs
+    return _Checked(rej, client, client_int, cents, secs)
 
-    keep = rej.alive
-    tx = _build_frame(keep, row_ids, client, cents, secs, table, cols)
-    rejected = _build_rejected(rej, row_ids, malformed, table, delimiter)
+
+def validate_table(
+    table: pa.Table, row_ids: np.ndarray, mapping: ColumnMapping, cols: dict[str, str],
+    malformed: list[tuple[int, str, str]] = (), delimiter: str = ",",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate a table of input columns -> (canonical transactions, rejected rows).
+
+    ``row_ids`` number the table's rows, ``cols`` maps roles to its column names (resolve_columns),
+    ``malformed`` are lines that never became rows, as (row_id, reason, text).  Only the duplicate
+    flag looks across rows; everything else is row by row, so the Spark loader runs this function
+    on each partition and recomputes the duplicate flag per account (and load_transactions runs
+    the same checks batch by batch, see _Accumulator).
+    """
+    chk = _check_table(table, mapping, cols)
+    tx = _build_frame(chk.rej.alive, row_ids, chk.client, chk.cents, chk.secs, table, cols)
+    rejected = _finish_rejected([_rejected_piece(chk.rej, row_ids, table, delimiter)], malformed)
     return tx, rejected
 
 
@@ -773,10 +1047,160 @@ def _build_frame(keep, row_ids, client, cents, secs, table, cols) -> pd.DataFram
     return canonical_frame(row_ids[idx], take(client), cents[idx], secs[idx], optional)
 
 
-def duplicate_flags(codes: np.ndarray, cents: np.ndarray, secs: np.ndarray) -> np.ndarray:
-    """True where the same (client code, cents, time) appeared at an earlier position."""
+class _Accumulator:
+    """validate_table batch by batch, keeping only compact columns of the rows that pass.
+
+    Each batch is checked row-wise (``_check_table``); the kept rows' row_id, cents and seconds go
+    straight into preallocated int64 arrays and their client ids into per-batch codes
+    (factorized in order of first appearance); rejected rows become a small piece of the rejected
+    frame right away.  ``finish`` merges the per-batch client dictionaries (a client's first
+    appearance overall lies in the first batch that has it), flags duplicates on the compact
+    arrays and builds the same frames as validate_table on the whole table would.
+    """
+
+    def __init__(self, capacity: int, mapping: ColumnMapping, cols: dict[str, str], delimiter: str):
+        self.mapping, self.cols, self.delimiter = mapping, cols, delimiter
+        self.row_id = np.empty(capacity, dtype=np.int64)
+        self.codes = np.empty(capacity, dtype=np.int32)
+        self.cents = np.empty(capacity, dtype=np.int64)
+        self.secs = np.empty(capacity, dtype=np.int64)
+        self.n = 0  # kept rows so far
+        self.rows_in = 0
+        self.spans: list[tuple[int, int]] = []  # output rows of each batch
+        self.uniques: list[np.ndarray | pa.Array] = []  # client ids of each batch, first appearance order
+        self.optional: dict[str, list[pa.Array]] = {r: [] for r in OPTIONAL_COLUMNS if r in cols}
+        self.rejected: list[pd.DataFrame] = []
+
+    def _grow(self, need: int) -> None:
+        if need > len(self.row_id):
+            size = max(need, 2 * len(self.row_id))
+            for a in ("row_id", "codes", "cents", "secs"):
+                old = getattr(self, a)
+                new = np.empty(size, dtype=old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, a, new)
+
+    def add(self, table: pa.Table, row_ids: np.ndarray, full_table=None) -> None:
+        """One batch; ``full_table()`` gives it with every input column when ``table`` lacks some
+        (only called if the batch has rejected rows, for their ``raw`` text)."""
+        n = table.num_rows
+        self.rows_in += n
+        if not n:
+            return
+        chk = _check_table(table, self.mapping, self.cols, int_clients=True)
+        keep = chk.rej.alive
+        idx = np.flatnonzero(keep)
+        if len(idx) < n:
+            if full_table is None:
+                self.rejected.append(_rejected_piece(chk.rej, row_ids, table, self.delimiter))
+            else:  # re-check the rejected rows with every column: same rows, reasons as on the full table
+                bad = np.flatnonzero(~keep)
+                full = full_table().take(pa.array(bad))
+                chk2 = _check_table(full, self.mapping, self.cols)
+                assert not chk2.rej.alive.any(), "extra columns changed which rows pass"
+                self.rejected.append(_rejected_piece(chk2.rej, row_ids[bad], full, self.delimiter))
+        all_kept = len(idx) == n
+        pick = (lambda a: a) if all_kept else (lambda a: a[idx])  # noqa: E731
+        k = len(idx)
+        s, e = self.n, self.n + k
+        self._grow(e)
+        self.row_id[s:e] = pick(row_ids)
+        self.cents[s:e] = pick(chk.cents)
+        self.secs[s:e] = pick(chk.secs)
+        if chk.client_int is not None:
+            enc = pc.dictionary_encode(pa.array(pick(chk.client_int)))
+            codes, uniques = enc.indices.to_numpy(), enc.dictionary.to_numpy()
+        else:
+            enc = pc.dictionary_encode(chk.client if all_kept else chk.client.take(pa.array(idx)))
+            codes, uniques = enc.indices.to_numpy(zero_copy_only=False), enc.dictionary
+        self.codes[s:e] = codes
+        self.spans.append((s, e))
+        self.uniques.append(uniques)
+        for role, parts in self.optional.items():
+            values = _as_string(table.column(self.cols[role]))
+            parts.append(values if all_kept else values.take(pa.array(idx)))
+        self.n = e
+
+    def finish(self, malformed: list[tuple[int, str, str]] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+        k = self.n
+        codes = self.codes[:k]
+        if self.uniques and all(isinstance(u, np.ndarray) for u in self.uniques):
+            merged, firsts = pd.factorize(np.concatenate(self.uniques))
+            categories = pa.array(firsts, pa.int64()).cast(pa.string())
+        else:
+            texts = [pa.array(u, pa.int64()).cast(pa.string()) if isinstance(u, np.ndarray) else u
+                     for u in self.uniques]
+            enc = pc.dictionary_encode(pa.chunked_array(texts, pa.string()).combine_chunks())
+            merged, categories = enc.indices.to_numpy(zero_copy_only=False), enc.dictionary
+        at = 0
+        for (s, e), u in zip(self.spans, self.uniques):  # batch codes -> merged codes, in place
+            to_global = merged[at: at + len(u)].astype(np.int32)
+            codes[s:e] = to_global[codes[s:e]]
+            at += len(u)
+        cats = pd.Index(categories.to_pylist(), dtype="str")
+        row_id, cents, secs = self.row_id[:k], self.cents[:k], self.secs[:k]
+        optional = {role: pa.chunked_array(parts, pa.string()).combine_chunks() for role, parts in self.optional.items()}
+        tx = _frame(row_id, codes, cats, cents, secs, optional, duplicate_flags(codes, cents, secs), own=True)
+        rejected = _finish_rejected(self.rejected, malformed)
+        self.row_id = self.codes = self.cents = self.secs = None
+        return tx, rejected
+
+
+_EXACT_DUPLICATES_BELOW = 1 << 16
+
+
+def _duplicated_exact(codes: np.ndarray, cents: np.ndarray, secs: np.ndarray) -> np.ndarray:
     key = pd.DataFrame({"c": codes, "a": cents, "t": secs}, copy=False)
     return key.duplicated(keep="first").to_numpy() if len(key) else np.zeros(0, bool)
+
+
+def _key_hash(codes: np.ndarray, cents: np.ndarray, secs: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of (code, cents, seconds) into ``out``: equal keys give equal hashes."""
+    tmp = np.empty(len(out), dtype=np.uint64)
+    with np.errstate(all="ignore"):
+        np.multiply(cents.view(np.uint64), np.uint64(0xC2B2AE3D27D4EB4F), out=out)
+        np.multiply(secs.view(np.uint64), np.uint64(0x165667B19E3779F9), out=tmp)
+        out += tmp
+        np.multiply(codes.astype(np.uint64), np.uint64(0x9E3779B97F4A7C15), out=tmp)
+        out ^= tmp
+    return out
+
+
+def duplicate_flags(codes: np.ndarray, cents: np.ndarray, secs: np.ndarray) -> np.ndarray:
+    """True where the same (client code, cents, time) appeared at an earlier position.
+
+    Large inputs: a 64-bit hash of each key (computed in cache-sized chunks) is sorted to find the
+    hashes that occur more than once; only the rows with such a hash are compared exactly, so a
+    hash collision costs time, never a wrong flag.  Memory: one uint64 per row, plus the candidates."""
+    n = len(codes)
+    if n < _EXACT_DUPLICATES_BELOW:
+        return _duplicated_exact(codes, cents, secs)
+    cents = np.ascontiguousarray(cents, dtype=np.int64)
+    secs = np.ascontiguousarray(secs, dtype=np.int64)
+    h = np.empty(n, dtype=np.uint64)
+    step = 1 << 18  # chunks that stay in cache
+    for s in range(0, n, step):
+        _key_hash(codes[s:s + step], cents[s:s + step], secs[s:s + step], h[s:s + step])
+    h.sort()
+    repeated = np.unique(h[1:][h[1:] == h[:-1]])
+    del h
+    out = np.zeros(n, dtype=bool)
+    if not len(repeated):
+        return out
+    cand = np.zeros(n, dtype=bool)
+    buf = np.empty(min(step, n), dtype=np.uint64)
+    seen = np.zeros(1 << 24, dtype=bool)  # prefilter on the top 24 bits of the repeated hashes
+    seen[repeated >> np.uint64(40)] = True
+    for s in range(0, n, step):
+        e = min(s + step, n)
+        hs = _key_hash(codes[s:e], cents[s:e], secs[s:e], buf[: e - s])
+        maybe = np.flatnonzero(seen[hs >> np.uint64(40)])
+        if len(maybe):
+            at = np.minimum(np.searchsorted(repeated, hs[maybe]), len(repeated) - 1)
+            cand[s + maybe[repeated[at] == hs[maybe]]] = True
+    idx = np.flatnonzero(cand)
+    out[idx] = _duplicated_exact(codes[idx], cents[idx], secs[idx])
+    return out
 
 
 def canonical_frame(
@@ -791,11 +1215,18 @@ def canonical_frame(
     cats = pd.Index(enc.dictionary.to_pylist(), dtype="str")
     if duplicate is None:
         duplicate = duplicate_flags(codes, cents, secs)
+    return _frame(row_ids, codes, cats, cents, secs, optional, duplicate)
+
+
+def _frame(row_ids, codes, cats, cents, secs, optional, duplicate, own: bool = False) -> pd.DataFrame:
+    """canonical_frame from client codes + categories.  ``own``: the arrays belong to the frame
+    from now on (the timestamp column is then a view of ``secs``, not a copy)."""
+    secs64 = secs.view("datetime64[s]") if own and secs.dtype == np.int64 else secs.astype("datetime64[s]")
     data = {
         "row_id": row_ids,
         "client_id": pd.Categorical.from_codes(codes, categories=cats, validate=False),
         "amount_cents": cents.astype(np.int64, copy=False),
-        "timestamp": secs.astype("datetime64[s]"),
+        "timestamp": secs64,
         "direction": pd.Categorical.from_codes((cents < 0).astype(np.int8), categories=["deposit", "withdrawal"],
                                                validate=False),
         "duplicate": duplicate.astype(bool, copy=False),
@@ -807,16 +1238,21 @@ def canonical_frame(
     return df
 
 
-def _build_rejected(rej: _Rejects, row_ids, malformed, table, delimiter) -> pd.DataFrame:
-    parts = []
-    if rej.pos:
-        pos = np.concatenate(rej.pos)
-        cols = np.concatenate([np.full(len(p), c, dtype=object) for p, c in zip(rej.pos, rej.col)])
-        reasons = np.concatenate([np.full(len(p), r, dtype=object) for p, r in zip(rej.pos, rej.reason)])
-        sub = table.take(pa.array(pos))
-        fields = [_as_string(c) for c in sub.columns]
-        raw = pc.binary_join_element_wise(*fields, delimiter) if len(fields) > 1 else fields[0]
-        parts.append(pd.DataFrame({"row_id": row_ids[pos], "column": cols, "reason": reasons, "raw": _np_str(raw)}))
+def _rejected_piece(rej: _Rejects, row_ids, table, delimiter) -> pd.DataFrame | None:
+    """The rejected rows of one table (row order not yet sorted), raw = the fields joined."""
+    if not rej.pos:
+        return None
+    pos = np.concatenate(rej.pos)
+    cols = np.concatenate([np.full(len(p), c, dtype=object) for p, c in zip(rej.pos, rej.col)])
+    reasons = np.concatenate([np.full(len(p), r, dtype=object) for p, r in zip(rej.pos, rej.reason)])
+    sub = table.take(pa.array(pos))
+    fields = [_as_string(c) for c in sub.columns]
+    raw = pc.binary_join_element_wise(*fields, delimiter) if len(fields) > 1 else fields[0]
+    return pd.DataFrame({"row_id": row_ids[pos], "column": cols, "reason": reasons, "raw": _np_str(raw)})
+
+
+def _finish_rejected(pieces, malformed) -> pd.DataFrame:
+    parts = [p for p in pieces if p is not None]
     if malformed:
         parts.append(pd.DataFrame({
             "row_id": np.array([m[0] for m in malformed], dtype=np.int64),
