@@ -36,6 +36,7 @@ from scipy.special import gammaln
 from tqdm import tqdm
 
 from tracer._io import atomic_write
+from tracer._pages import small_pages
 
 KINDS = ("exact", "cut", "split", "merge", "stated")  # stated: named by a counterparty column
 _TIME_BITS = 30  # composite sort key: key << 30 | seconds since start (34 years of range)
@@ -1077,7 +1078,8 @@ def infer_links(transactions: pd.DataFrame, **options) -> LinkResult:
 
 
 def _infer(tx: pd.DataFrame, opts: LinkOptions) -> LinkResult:
-    return infer_from_runs(LocalRuns(tx, opts), opts)
+    with small_pages():  # big, short-lived arrays: huge-page faults stall (tracer/_pages.py)
+        return infer_from_runs(LocalRuns(tx, opts), opts)
 
 
 def make_engine(opts: LinkOptions, w_per_account: np.ndarray, d_per_account: np.ndarray, t0: int, t1: int) -> LinkEngine:

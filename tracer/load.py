@@ -17,7 +17,6 @@ See docs/loading.md for the column mapping, the canonical columns and the reject
 from __future__ import annotations
 
 import codecs
-import contextlib
 import dataclasses
 import difflib
 import functools
@@ -33,6 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from tracer._pages import small_pages
 
 __all__ = [
     "LoadError",
@@ -209,7 +210,7 @@ def load_transactions(
     Raises LoadError when the input cannot be used at all; bad rows go to ``rejected``.
     """
     mapping = resolve_mapping(mapping, mapping_overrides)
-    with _small_pages():
+    with small_pages():
         return _load(source, mapping)
 
 
@@ -246,27 +247,6 @@ def _load(source: str | os.PathLike | pd.DataFrame, mapping: ColumnMapping) -> L
     del table
     tx, rejected = acc.finish(malformed)
     return LoadResult(tx, rejected, rows_in, name, delimiter, cols)
-
-
-@contextlib.contextmanager
-def _small_pages():
-    """numpy without its MADV_HUGEPAGE advice for large arrays, for the duration of a load.
-
-    With transparent huge pages on ``madvise`` and ``defrag`` set to (defer+)madvise - the common
-    distribution default - a fault in advised memory can stall in synchronous compaction when no
-    free huge page is at hand.  On the benchmark machine that made first touches of the load's
-    fresh arrays cost more system time than the parsing itself (30M rows: 8.6-10 s system time
-    with the advice, 1.7 s without).  An explicit NUMPY_MADVISE_HUGEPAGE setting is left alone."""
-    core = getattr(np, "_core", None)
-    setter = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
-    if setter is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
-        yield
-        return
-    previous = setter(False)
-    try:
-        yield
-    finally:
-        setter(previous)
 
 
 def resolve_mapping(mapping: ColumnMapping | None, overrides: dict[str, Any]) -> ColumnMapping:
