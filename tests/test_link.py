@@ -295,3 +295,21 @@ def test_forked_runs_give_the_same_result(block_withdrawals):
     assert ("P", "Q") in set(zip(two.links.source, two.links.target))
     pd.testing.assert_frame_equal(one.transfers, two.transfers)
     pd.testing.assert_frame_equal(one.all_links, two.all_links)
+
+
+def test_second_process_only_when_memory_allows_two_runs(monkeypatch):
+    """A second forked run is started only when MemAvailable covers two runs (~120 bytes per row
+    plus a block of candidates each): at 100M rows two runs did not fit and one was OOM-killed."""
+    from tracer import link
+
+    rng = np.random.default_rng(3)
+    tx = frame(background(rng, n_rows=200))
+    runs = link.LocalRuns(tx, link.LinkOptions())
+    runs.n_withdrawals = 50_000_000  # as if the input had 100M rows
+    runs.n_deposits = 50_000_000
+    one_run = 120 * 100_000_000 + 100 * runs.engine.opts.block_candidates
+    monkeypatch.setattr(link.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(link, "_available_memory", lambda: 1.5 * one_run)
+    assert runs._processes() == 1
+    monkeypatch.setattr(link, "_available_memory", lambda: 2.1 * one_run)
+    assert runs._processes() == 2
