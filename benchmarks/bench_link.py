@@ -61,6 +61,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench_scale import _busy_seconds  # this script's folder is on sys.path
+
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 DATA = ROOT / "_data"
@@ -148,16 +150,6 @@ def cpu_times() -> tuple[float, float]:
     """(user, system) CPU seconds of this process and its waited-for children."""
     t = os.times()
     return t.user + t.children_user, t.system + t.children_system
-
-
-def _busy_seconds() -> float:
-    """CPU seconds all processes on the machine have used since boot (/proc/stat)."""
-    try:
-        with open("/proc/stat") as fh:
-            v = [int(x) for x in fh.readline().split()[1:]]
-        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return float("nan")
 
 
 # ------------------------------------------------------------------------------------------- data
