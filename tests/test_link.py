@@ -313,3 +313,11 @@ def test_second_process_only_when_memory_allows_two_runs(monkeypatch):
     assert runs._processes() == 1
     monkeypatch.setattr(link, "_available_memory", lambda: 2.1 * one_run)
     assert runs._processes() == 2
+
+
+def test_huge_amount_absent_among_deposits_matches_nothing():
+    """On the dense-rank path an amount no deposit has must not borrow the rank of the next one."""
+    big = 9_000_000_000_00
+    rows = [("W", -big, 7 * DAY * i) for i in range(6)] + [("D", big + 1, 7 * DAY * i + 600) for i in range(6)]
+    result = infer_links(frame(rows))
+    assert result.transfers.empty
