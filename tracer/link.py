@@ -314,7 +314,7 @@ class LinkEngine:
         return c.source.astype(np.int64) * len(self.share) + c.target
 
     def sum_pairs(self, parts: list[pd.DataFrame]) -> pd.DataFrame:
-        """Add up :meth:`pair_sums` of disjoint sets of withdrawals (e.g. the blocks')."""
+        """Add up pair sums (:func:`block_pair_sums`) of disjoint sets of withdrawals (e.g. the blocks')."""
         if not parts:
             return pd.DataFrame({"e": [], "e_cut": [], "n": []}, index=pd.Index([], dtype=np.int64, name="pair"))
         return pd.concat(parts).groupby(level=0).sum()
@@ -370,7 +370,8 @@ class LinkEngine:
         m_rate = np.maximum(rates.deposits.between(merges.amount, merges.amount) * rates.merges_per_withdrawal / self.span, floor)
         m_table = np.stack([np.arange(n_w, n_w + len(merges)), merges.t_first, m_lo, m_hi], axis=1)
         first = position[merges.members[:, 0]]
-        per_row[:, _M_START], per_row[:, _M_END] = np.searchsorted(first, np.arange(n_w))[position], np.searchsorted(first, np.arange(n_w), "right")[position]
+        for col, side in ((_M_START, "left"), (_M_END, "right")):  # a withdrawal's merges, by its visit position
+            per_row[:, col] = np.searchsorted(first, np.arange(n_w), side)[position]
         # splits: sums of deposits by (amount rank, time)
         uniq = np.unique(splits.amount)
         s_order, per_row[:, _S_LO], per_row[:, _S_HI] = _ranges(_searchsorted(uniq, splits.amount), splits.t_first,
@@ -443,9 +444,10 @@ def _sums_frame(pair: np.ndarray, e: np.ndarray, e_cut: np.ndarray, n: np.ndarra
 
 def _rank_or_absent(uniq: np.ndarray, amount: np.ndarray) -> np.ndarray:
     """Rank of each amount among ``uniq``; amounts not in it get a rank no key has (len(uniq) + 1)."""
+    if not len(uniq):
+        return np.ones(len(amount), dtype=np.int64)
     rank = _searchsorted(uniq, amount)
-    present = (rank < len(uniq)) & (uniq[np.minimum(rank, max(len(uniq) - 1, 0))] == amount) if len(uniq) else np.zeros(len(amount), bool)
-    return np.where(present, rank, len(uniq) + 1)
+    return np.where(uniq[np.minimum(rank, len(uniq) - 1)] == amount, rank, len(uniq) + 1)
 
 
 def _ranges(d_key: np.ndarray, d_time: np.ndarray, w_key: np.ndarray, w_time: np.ndarray, window: int, cap: int,
