@@ -284,9 +284,12 @@ def test_invalid_options_are_refused():
         infer_links(frame([("A", -100, 0), ("B", 100, 60)]), block_withdrawals=0)
 
 
-@pytest.mark.parametrize("block_withdrawals", [None, 500])
-def test_forked_runs_give_the_same_result(block_withdrawals):
-    """The forward and first mirrored runs, and blocks, in two processes change nothing."""
+@pytest.mark.parametrize("block_withdrawals,side_by_side", [(None, True), (500, True), (500, False)])
+def test_forked_runs_give_the_same_result(block_withdrawals, side_by_side, monkeypatch):
+    """The forward and mirrored runs side by side, or their blocks, in two processes change nothing."""
+    from tracer import link
+
+    monkeypatch.setattr(link.LocalRuns, "_both_runs_fit", lambda self: side_by_side)
     rng = np.random.default_rng(14)
     rows = background(rng, n_rows=6_000)
     rows += weekly_flow(rng, "P", "Q", 30, lambda: rng.integers(10_000, 90_000), lambda: rng.integers(60, 30 * 3600))
@@ -297,9 +300,10 @@ def test_forked_runs_give_the_same_result(block_withdrawals):
     pd.testing.assert_frame_equal(one.all_links, two.all_links)
 
 
-def test_second_process_only_when_memory_allows_two_runs(monkeypatch):
-    """A second forked run is started only when MemAvailable covers two runs (~120 bytes per row
-    plus a block of candidates each): at 100M rows two runs did not fit and one was OOM-killed."""
+def test_runs_side_by_side_only_when_memory_allows_two(monkeypatch):
+    """The two runs are forked side by side only when MemAvailable covers both (~120 bytes per row
+    plus a block of candidates each): at 100M rows two runs did not fit and one was OOM-killed.
+    Otherwise they run one after the other, each sharing its blocks out to both cores."""
     from tracer import link
 
     rng = np.random.default_rng(3)
@@ -309,10 +313,11 @@ def test_second_process_only_when_memory_allows_two_runs(monkeypatch):
     runs.n_deposits = 50_000_000
     one_run = 120 * 100_000_000 + 100 * runs.engine.opts.block_candidates
     monkeypatch.setattr(link.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(link, "_available_memory", lambda: 1.5 * one_run)
-    assert runs._processes() == 1
-    monkeypatch.setattr(link, "_available_memory", lambda: 2.1 * one_run)
     assert runs._processes() == 2
+    monkeypatch.setattr(link, "_available_memory", lambda: 1.5 * one_run)
+    assert not runs._both_runs_fit()
+    monkeypatch.setattr(link, "_available_memory", lambda: 2.1 * one_run)
+    assert runs._both_runs_fit()
 
 
 def test_huge_amount_absent_among_deposits_matches_nothing():

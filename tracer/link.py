@@ -78,17 +78,17 @@ class LinkOptions:
     block_candidates: int = 8_000_000
     """Candidate budget of one block when ``block_withdrawals`` is None (~100 bytes each at peak, measured)."""
     processes: int | None = None
-    """Processes for the two independent runs (forward and first mirrored, forked; 1: one after the
-    other) and for the blocks of the last run; None: 2 when the machine has the cores, the input
-    50,000+ withdrawals and memory is available for both. Results do not depend on it."""
+    """Processes for the two independent runs (forward and mirrored: side by side, forked, when
+    memory allows both, else one after the other with their time blocks shared out); None: 2 when
+    the machine has the cores and the input 50,000+ withdrawals. Results do not depend on it."""
     progress: bool = False
     """Show a progress bar (stderr) over the time blocks of each run that has several."""
     max_q: float = 0.05
     """Links with a q-value above this are dropped from ``links`` (all remain in ``all_links``)."""
     protect_q: float = 0.05
-    """Rows of links this confident in a first pass are kept out of the mirrored (null) run (the
-    links that would be reported: rows left in the null from real flows make q-values conservative,
-    much more so at density)."""
+    """Mirrored transfers that use rows of links this confident in a first comparison are left out
+    of the null (the links that would be reported: rows left in the null from real flows make
+    q-values conservative, much more so at density)."""
 
     def __post_init__(self) -> None:
         if self.block_withdrawals is not None and self.block_withdrawals < 1:
@@ -270,7 +270,7 @@ class _Scan:
     e: np.ndarray  # evidence summed over the pair's withdrawals (each its strongest candidate)
     e_cut: np.ndarray  # the part of it from cut matches
     n: np.ndarray  # the pair's withdrawals
-    support: np.ndarray  # pass 1's score of the pair, NaN where it carried none
+    score: np.ndarray  # pass 1's score of the pair where it carried one, else :meth:`LinkEngine.score` of these sums
     n_candidates: int
     wi: np.ndarray  # int32, stored candidates only
     dj: np.ndarray  # int32
@@ -327,10 +327,10 @@ class LinkEngine:
         return Rates(Counts.of(D.amount), Counts.of(split_sums), n_merges / max(len(W), 1))
 
     def scan(self, W: _Rows, D: _Rows, w_id: np.ndarray, rates: Rates, own: np.ndarray | None = None,
-             support: Support | None = None, store: bool = True) -> _Scan:
+             support: Support | None = None, store: bool = True, repeats_only: bool = False) -> _Scan:
         """Candidates of every kind with their evidence for the withdrawals flagged in ``own``
-        (default: all of W; base rows, run ids ``w_id``), summed per pair as they are found, and
-        stored when ``store``.
+        (default: all of W; base rows, run ids ``w_id``), summed per pair as they are found (only
+        pairs of 2+ withdrawals when ``repeats_only``), and stored when ``store``.
 
         Each withdrawal's candidates (exact, cut, split, and the merges it starts) are found
         together, withdrawals in order of source account then row id, so the best candidate per
@@ -392,7 +392,8 @@ class LinkEngine:
                     + np.minimum(lo_hi[:, _B_HI0] - lo_hi[:, _B_LO0] + lo_hi[:, _B_HI1] - lo_hi[:, _B_LO1], o.max_cut_candidates).sum())
         out = _scan_kernel(
             per_row[visit], rate[visit], _table(D_all, x_order), _table(D_all, b_order), _table(D_all, s_order + n_d), m_table, m_rate,
-            o.max_cut_candidates, self.share, self.window, o.min_lag_seconds, sup_pair, sup_score, sup_start, store, bound)
+            o.max_cut_candidates, self.share, self.window, o.min_lag_seconds, sup_pair, sup_score, sup_start,
+            self.n_withdrawals, self.log_factorial, store, repeats_only, bound)
         return _Scan(W_all, D_all, *out)
 
     def _bands(self, D: _Rows, W: _Rows, rows: np.ndarray, tol: float, offset: int, deposit_counts: Counts,
@@ -583,13 +584,13 @@ def _candidate(wi, dj, b, t_d, kind, rate, stamp, w_acc, w_t, share, window, min
 
 @numba.njit(cache=True, nogil=True)
 def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut, share, window, min_lag,
-                 sup_pair, sup_score, sup_start, store, bound):  # pragma: no cover - compiled
+                 sup_pair, sup_score, sup_start, n_withdrawals, log_factorial, store, repeats_only, bound):  # pragma: no cover
     """:meth:`LinkEngine.scan`'s pass over the withdrawals (``rows``: one per withdrawal, by account
     then row id, columns ``_ROW_FIELDS``; ``rates``: exact, band, split): each owned withdrawal's
     candidates (exact, cut band, split, the merges it starts), the best per target, summed per pair
-    when its source account is done (pairs in target order, with pass 1's support). Returns (pair
-    codes, e, e_cut, n, support, candidates, and the stored candidates: wi, dj, kind, evidence,
-    pair position)."""
+    when its source account is done (pairs in target order, with pass 1's support as their score
+    where it has one, else :meth:`LinkEngine.score` of the sums). Returns (pair codes, e, e_cut, n,
+    score, candidates, and the stored candidates: wi, dj, kind, evidence, pair position)."""
     n_acc = len(share)
     w_mark = np.full(n_acc, -1, dtype=np.int64)
     w_best = np.empty(n_acc)
@@ -612,31 +613,39 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
     p_e = np.empty(bound)
     p_cut = np.empty(bound)
     p_n = np.empty(bound, dtype=np.int64)
-    p_sup = np.empty(bound)
+    p_score = np.empty(bound)
     k, n_pairs, n_s, group_k, a = 0, 0, 0, 0, -1
     for v in range(len(rows) + 1):
         if v < len(rows) and rows[v, _OWN] == 0:
             continue
         if v == len(rows) or rows[v, _ACC] != a:  # the previous source account is done: its pairs, in target order
             distinct = np.sort(s_touched[:n_s])
+            q, lo = n_pairs, sup_start[a]
             for x in range(n_s):
                 b = distinct[x]
-                q = n_pairs + x
-                code = a * n_acc + b
-                p_code[q], p_e[q], p_cut[q], p_n[q] = code, s_e[b], s_ecut[b], s_n[b]
-                s_e[b], s_ecut[b], s_n[b], s_final[b] = 0.0, 0.0, 0, q
-                lo, hi = sup_start[a], sup_start[a + 1]
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if sup_pair[mid] < code:
-                        lo = mid + 1
+                n = s_n[b]
+                if n > 1 or not repeats_only:
+                    code = a * n_acc + b
+                    p_code[q], p_e[q], p_cut[q], p_n[q] = code, s_e[b], s_ecut[b], n
+                    s_final[b] = q
+                    hi = sup_start[a + 1]
+                    while lo < hi:  # pass 1's pairs of a, from the previous target's place (targets ascend)
+                        mid = (lo + hi) // 2
+                        if sup_pair[mid] < code:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    if lo < sup_start[a + 1] and sup_pair[lo] == code:
+                        p_score[q] = sup_score[lo]
                     else:
-                        hi = mid
-                p_sup[q] = sup_score[lo] if lo < sup_start[a + 1] and sup_pair[lo] == code else np.nan
+                        n_a = n_withdrawals[a]
+                        p_score[q] = s_e[b] - (log_factorial[n_a] - log_factorial[n] - log_factorial[max(n_a - n, 0)])
+                    q += 1
+                s_e[b], s_ecut[b], s_n[b] = 0.0, 0.0, 0
             if store:
                 for c in range(group_k, k):
                     c_pair[c] = s_final[c_target[c]]
-            n_pairs, n_s, group_k = n_pairs + n_s, 0, k
+            n_pairs, n_s, group_k = q, 0, k
             if v == len(rows):
                 break
             a = rows[v, _ACC]
@@ -672,7 +681,7 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
                 s_ecut[b] += w_best[b]
             s_n[b] += 1
     end = k if store else 0
-    return (p_code[:n_pairs], p_e[:n_pairs], p_cut[:n_pairs], p_n[:n_pairs], p_sup[:n_pairs], k,
+    return (p_code[:n_pairs], p_e[:n_pairs], p_cut[:n_pairs], p_n[:n_pairs], p_score[:n_pairs], k,
             c_wi[:end], c_dj[:end], c_kind[:end], c_e[:end], c_pair[:end])
 
 
@@ -823,9 +832,8 @@ def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block, carry_repeat
     With several blocks only pairs that repeat within the block are carried (most pairs are one
     coincidence; this keeps pass 1's memory near a block's); the others get their support from
     their own block in pass 2."""
-    s = engine.scan(block.W, block.D, block.w_id, rates, block.own, store=False)
-    keep = s.n > 1 if carry_repeats_only else slice(None)
-    return _sums_frame(s.pair[keep], s.e[keep], s.e_cut[keep], s.n[keep]), s.n_candidates
+    s = engine.scan(block.W, block.D, block.w_id, rates, block.own, store=False, repeats_only=carry_repeats_only)
+    return _sums_frame(s.pair, s.e, s.e_cut, s.n), s.n_candidates
 
 
 def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Support | None) -> tuple[_Candidates, np.ndarray, np.ndarray, int]:
@@ -835,10 +843,7 @@ def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Sup
     are returned. ``support``: pass 1's pair scores (None: the block is the whole run, and its own
     candidates give the support); a pair pass 1 did not carry is scored on this block's candidates."""
     s = engine.scan(block.W, block.D, block.w_id, rates, support=support)
-    score = s.support.copy()
-    local = np.isnan(score)
-    score[local] = engine.score(s.pair[local], s.e[local], s.n[local])
-    weight = s.evidence + np.maximum(score[s.pair_of], 0.0)
+    weight = s.evidence + np.maximum(s.score[s.pair_of], 0.0)
     chosen = _assign(s.wi, s.dj, s.W.members, s.D.members, weight)
     chosen = chosen[block.own[s.W.members[s.wi[chosen], 0]]]
     c = s.take(chosen)
@@ -1097,8 +1102,8 @@ class LocalRuns:
 
     An engine provides ``engine``, ``accounts`` (name per account code), ``t0`` (seconds of the
     earliest row), ``stated`` (rows named by a counterparty column), ``n_withdrawals``,
-    ``n_deposits`` and ``run(mirror, exclude)``: one orientation (forward time, or mirrored:
-    deposits *before* withdrawals) without the rows whose input row ids are in ``exclude``.
+    ``n_deposits`` and ``run_pair()``: the forward orientation and the mirrored one (deposits
+    *before* withdrawals).
     """
 
     def __init__(self, tx: pd.DataFrame, opts: LinkOptions):
@@ -1117,37 +1122,37 @@ class LocalRuns:
         self.engine = make_engine(opts, np.bincount(codes[self.w_rows], minlength=n), np.bincount(codes[self.d_rows], minlength=n), self.t0, self.t1)
 
     def run_pair(self) -> tuple[_Orientation, _Orientation]:
-        """The forward and the first mirrored run, side by side in two forked processes when the
-        machine has the cores (they share the input through fork, nothing is pickled but results)."""
-        if not _can_fork(self._processes()):
-            return self.run(mirror=False), self.run(mirror=True)
-        forward, mirror = _fork_map(self, _run_forked, [False, True], 2)
-        return forward, mirror
+        """The forward and the mirrored run: side by side in two forked processes when the machine
+        has the cores and memory for both (they share the input through fork, nothing is pickled but
+        results), else one after the other with their blocks shared out to the processes."""
+        processes = self._processes()
+        if _can_fork(processes) and self._both_runs_fit():
+            forward, mirror = _fork_map(self, _run_forked, [False, True], 2)
+            return forward, mirror
+        return self.run(mirror=False, processes=processes), self.run(mirror=True, processes=processes)
 
-    def run(self, mirror: bool, exclude: np.ndarray | None = None, processes: int | None = None) -> _Orientation:
-        """One orientation; ``processes`` (default: the automatic choice) share out its blocks."""
-        if processes is None:
-            processes = self._processes()
+    def run(self, mirror: bool, processes: int = 1) -> _Orientation:
+        """One orientation; ``processes`` share out its blocks."""
         t = self.t1 - self.seconds if mirror else self.seconds - self.t0
         w, d = self.w_rows, self.d_rows
-        if exclude is not None:
-            w, d = w[~np.isin(self.row_id[w], exclude)], d[~np.isin(self.row_id[d], exclude)]
         W = _base_rows(self.codes[w], -self.amount[w], t[w])
         D = _base_rows(self.codes[d], self.amount[d], t[d])
-        label = ("mirrored" if mirror else "forward") + (" (protected)" if exclude is not None else "")
-        return _run_orientation(self.engine, W, D, self.row_id[w], self.row_id[d], processes, label)
+        return _run_orientation(self.engine, W, D, self.row_id[w], self.row_id[d], processes, "mirrored" if mirror else "forward")
 
     def _processes(self) -> int:
-        """As configured, or automatically: 2 on a machine with 2+ cores, for an input of 50,000+
-        withdrawals, when memory allows a second run (its rows, sort orders and population rates,
-        ~120 bytes per row, and a block of candidates, ~100 bytes each, at the peak: measured 198
-        bytes per row for a whole run at 10M rows, 12.4 GB for one of two forked runs at 100M)."""
+        """As configured, or automatically: 2 on a machine with 2+ cores for an input of 50,000+ withdrawals."""
         processes = self.engine.opts.processes
         if processes is None:
-            per_run = 120 * (self.n_withdrawals + self.n_deposits) + 100 * self.engine.opts.block_candidates
-            enough = _available_memory() >= 2 * per_run
-            processes = min(2, os.cpu_count() or 1) if self.n_withdrawals >= 50_000 and enough else 1
+            processes = min(2, os.cpu_count() or 1) if self.n_withdrawals >= 50_000 else 1
         return processes
+
+    def _both_runs_fit(self) -> bool:
+        """Does memory allow two whole runs at once? Each holds its rows, sort orders and population
+        rates (~120 bytes per row) and a block of candidates (~100 bytes each) at the peak: measured
+        198 bytes per row for a whole run at 10M rows, and one of two forked runs at 100M rows was
+        OOM-killed at 12.4 GB."""
+        per_run = 120 * (self.n_withdrawals + self.n_deposits) + 100 * self.engine.opts.block_candidates
+        return _available_memory() >= 2 * per_run
 
 
 def _available_memory() -> float:
@@ -1168,20 +1173,20 @@ def _run_forked(mirror: bool) -> _Orientation:
 
 def infer_from_runs(runs, opts: LinkOptions) -> LinkResult:
     """Link inference given an engine's orientation runs (:class:`LocalRuns` or Spark's): the
-    forward run, a first mirrored run for the q-values that decide which rows are explained, and
-    the final mirrored run without those rows; then target-decoy competition and the output frames."""
+    forward and the mirrored run; first q-values against the whole mirrored run decide which rows
+    confident links explain, the final ones are against the mirrored pairs without those rows;
+    then the output frames."""
     engine, accounts = runs.engine, runs.accounts
     n_accounts = len(accounts)
-    forward, first_mirror = runs.run_pair()
+    forward, mirrored = runs.run_pair()
     pairs = forward.pairs
-    _compete(pairs, first_mirror.pairs)
+    _compete(pairs, mirrored.pairs)
     # Rows explained by confident forward links are not free to coincide in the forward run (the
-    # assignment gave them to their real partner); take them out of the mirrored run as well so
-    # that coincidences in both directions draw on the same leftover rows.
+    # assignment gave them to their real partner); leave the mirrored transfers that use them out of
+    # the null as well, so that coincidences in both directions draw on the same leftover rows.
     explained = _take(forward.transfers, np.flatnonzero(pairs["q_value"].reindex(engine.pair_code(forward.transfers)).to_numpy() <= opts.protect_q))
     members = np.concatenate([explained.w_members.ravel(), explained.d_members.ravel()])
-    mirrored = runs.run(mirror=True, exclude=np.unique(members[members >= 0]))
-    decoy_scores = _compete(pairs, mirrored.pairs)
+    decoy_scores = _compete(pairs, _unexplained_pairs(engine, mirrored, np.unique(members[members >= 0])))
     inferred = _transfer_frame(forward, runs.t0, accounts, engine, pairs["q_value"])
     pair_index = pd.MultiIndex.from_arrays([accounts[pairs.index.to_numpy() // n_accounts], accounts[pairs.index.to_numpy() % n_accounts]])
     pair_stats = pd.DataFrame({"score": pairs["score"].to_numpy() / np.log(10), "q_value": pairs["q_value"].to_numpy()}, index=pair_index)
@@ -1198,6 +1203,18 @@ def infer_from_runs(runs, opts: LinkOptions) -> LinkResult:
         "links": len(links),
     }
     return LinkResult(transfers, links, all_links, decoy_scores, opts, stats)
+
+
+def _unexplained_pairs(engine: LinkEngine, mirrored: _Orientation, explained_rows: np.ndarray) -> pd.DataFrame:
+    """Pair scores of the mirrored run's transfers that use none of ``explained_rows`` (input row ids).
+
+    A rerun without those rows would let other coincidences take some of their places; this
+    cheaper null lacks them, which measured slightly less conservative (docs/method.md)."""
+    t = mirrored.transfers
+    used = np.isin(t.w_members, explained_rows) & (t.w_members >= 0)
+    used |= np.isin(t.d_members, explained_rows) & (t.d_members >= 0)
+    keep = np.flatnonzero(~used.any(axis=1))
+    return engine.pair_scores(_transfer_sums(engine, _take(t, keep), mirrored.evidence[keep]))
 
 
 def _account_codes(client_id: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -82,18 +82,14 @@ class SparkRuns:
         return rows.sort_values("row_id").reset_index(drop=True)
 
     def run_pair(self) -> tuple[_Orientation, _Orientation]:
-        """The forward and the first mirrored run (one after the other: Spark runs each in parallel)."""
+        """The forward and the mirrored run (one after the other: Spark runs each in parallel)."""
         return self.run(mirror=False), self.run(mirror=True)
 
-    def run(self, mirror: bool, exclude: np.ndarray | None = None) -> _Orientation:
+    def run(self, mirror: bool) -> _Orientation:
         from pyspark.sql import functions as F
 
         t = (F.lit(self.t1) - F.col("s")) if mirror else (F.col("s") - F.lit(self.t0))
-        rows = self.rows.select("row_id", "code", "amount", t.alias("t"), "deposit")
-        if exclude is not None and len(exclude):
-            gone = self.spark.createDataFrame(pd.DataFrame({"row_id": np.asarray(exclude, dtype=np.int64)}))
-            rows = rows.join(gone, "row_id", "left_anti")
-        rows = rows.cache()
+        rows = self.rows.select("row_id", "code", "amount", t.alias("t"), "deposit").cache()
         try:
             return self._run(rows)
         finally:
