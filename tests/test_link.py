@@ -93,6 +93,33 @@ def test_assign_uses_each_row_once_and_is_maximal(data):
     assert int(np.argmax(ev)) in chosen.tolist() or ev[chosen].max() == ev.max()
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_assign_in_chunks_is_the_full_sort_greedy(data):
+    """Sorting and assigning the strongest a chunk at a time (ties included) and dropping the
+    losers unsorted chooses exactly what one stable sort of all candidates and a greedy walk do."""
+    from tracer.link import _assign
+
+    n = data.draw(st.integers(1, 40))
+    w = np.array(data.draw(st.lists(st.integers(0, 8), min_size=n, max_size=n)), dtype=np.int64)
+    d1 = np.array(data.draw(st.lists(st.integers(0, 8), min_size=n, max_size=n)), dtype=np.int64)
+    d2 = np.array(data.draw(st.lists(st.integers(-1, 8), min_size=n, max_size=n)), dtype=np.int64)
+    d2 = np.where(d2 == d1, -1, d2)
+    ev = np.array(data.draw(st.lists(st.sampled_from([0.0, 1.0, 2.5, 7.0]) | st.floats(0, 10), min_size=n, max_size=n)))
+    w_members = np.stack([w, np.full(n, -1), np.full(n, -1)], axis=1)
+    d_members = np.stack([d1, d2, np.full(n, -1)], axis=1)
+    used_w, used_d, want = set(), set(), []
+    for k in sorted(range(n), key=lambda k: (-ev[k], k)):
+        rows = {x for x in d_members[k].tolist() if x >= 0}
+        if w[k] not in used_w and not rows & used_d:
+            want.append(k)
+            used_w.add(w[k])
+            used_d |= rows
+    index = np.arange(n)
+    chunk = data.draw(st.integers(1, 8))
+    assert _assign(index, index, w_members, d_members, ev, first_chunk=chunk).tolist() == sorted(want)
+
+
 def test_q_values_are_monotone_and_count_decoys():
     target = np.array([10.0, 9.0, 8.0, 1.0, 0.5])
     decoy = np.array([8.5, 0.7])  # fewer than 3 decoys: plain counts, no tail fit
