@@ -41,6 +41,42 @@ def weekly_flow(rng, source: str, target: str, weeks: int, amount_fn, lag_fn, st
     return rows
 
 
+def relay_network(seed: int, side_relays: int, relays: int = 8) -> pd.DataFrame:
+    """Background plus ``relays`` cash relays S_i -> T_i (40 ATM withdrawals of $20 notes each,
+    deposited 1-24 h later less a 5-15 % cut) between busy accounts (S_i: 300 ordinary withdrawals
+    and 30 ATM withdrawals of its own; T_i: 100 ordinary deposits and 10 cash deposits), and
+    ``side_relays`` more relays S0 -> T1 on other days."""
+    rng = np.random.default_rng(seed)
+    rows = background(rng)
+
+    def own(account: str, n: int, sign: int, cash: bool) -> list[tuple[str, int, int]]:
+        amt = rng.integers(5, 50, n) * 2000 if cash else np.round(rng.lognormal(4.5, 1.2, n) * 100).astype(np.int64) + 1
+        return [(account, int(sign * a), int(t)) for a, t in zip(amt, rng.integers(0, 365 * DAY, n))]
+
+    def relay(source: str, target: str, days: np.ndarray) -> list[tuple[str, int, int]]:
+        out = []
+        for day in days:
+            t = int(day) * DAY + int(rng.integers(8 * 3600, 20 * 3600))
+            amount = int(rng.integers(20, 50)) * 2000
+            kept = int(amount * (1 - rng.uniform(0.05, 0.15))) // 100 * 100
+            out += [(source, -amount, t), (target, kept, t + int(rng.integers(3600, 24 * 3600)))]
+        return out
+
+    for i in range(relays):
+        days = rng.permutation(360)
+        rows += relay(f"S{i}", f"T{i}", days[:40]) + own(f"S{i}", 30, -1, True) + own(f"T{i}", 10, 1, True)
+        rows += own(f"S{i}", 300, -1, False) + own(f"T{i}", 100, 1, False)
+        if i == 0:
+            rows += relay("S0", "T1", days[40:40 + side_relays])
+    return frame(rows)
+
+
+def network_links(result) -> set[tuple[str, str]]:
+    """Confident links between the relay accounts of :func:`relay_network`."""
+    links = result.links[result.links.source.str.match(r"[ST]\d") & result.links.target.str.match(r"[ST]\d")]
+    return set(zip(links.source, links.target))
+
+
 # --- the kernel --------------------------------------------------------------------------------
 
 @settings(max_examples=60, deadline=None)
@@ -138,6 +174,24 @@ def test_small_null_is_fitted_whole_so_a_target_above_it_is_not_certain():
     above = expected_null_above(np.array([5.0, 50.0]), decoy)
     assert 0.1 < above[0] < 1.0  # just above the largest decoy: plausible coincidence
     assert above[1] < 1e-6  # far above: essentially impossible
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 50), min_size=0, max_size=60), st.floats(0, 80))
+def test_a_small_own_null_is_bounded_above_never_below(decoy, score):
+    """The second stage's family keeps its own null however small: fitted with the upper bound of
+    its tail's scale (never fewer expected coincidences than the plain fit), and with fewer than 3
+    decoys it tells nothing (every target is as likely a coincidence as not)."""
+    from tracer.link import MIN_NULL, expected_null_above
+
+    decoy, scores = np.array(decoy), np.array([score])
+    bounded, plain = expected_null_above(scores, decoy, small_null_bound=True), expected_null_above(scores, decoy)
+    if len(decoy) < 3:
+        assert np.isinf(bounded).all() and _q_values(scores, decoy, small_null_bound=True)[0] == 1.0
+    else:
+        assert bounded[0] >= plain[0] - 1e-9
+        if len(decoy) >= MIN_NULL:
+            assert bounded[0] == plain[0]
 
 
 # --- end to end --------------------------------------------------------------------------------
@@ -304,6 +358,29 @@ def test_blocks_give_the_same_links_as_one_block():
     many = infer_links(tx, block_withdrawals=500)
     assert ("P", "Q") in set(zip(many.links.source, many.links.target))
     assert set(zip(one.links.source, one.links.target)) == set(zip(many.links.source, many.links.target))
+
+
+def test_second_stage_finds_a_side_link_between_relay_accounts():
+    """S0 relays cash to T1 ten times besides its forty relays to T0: too few for a busy source and
+    target in the first stage; among the relay accounts' unexplained rows the second stage finds it."""
+    tx = relay_network(seed=5, side_relays=10)
+    relays = {(f"S{i}", f"T{i}") for i in range(8)}
+    assert network_links(infer_links(tx, second_stage=False)) == relays
+    result = infer_links(tx)
+    assert network_links(result) == relays | {("S0", "T1")}
+    assert result.stats["second_stage_links"] == 1
+    side = result.transfers[(result.transfers.source == "S0") & (result.transfers.target == "T1")]
+    assert len(side) >= 8 and (side["kind"] == "cut").all()  # most of the ten relays, as cut transfers
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_second_stage_invents_no_link_between_relay_accounts(seed):
+    """The same relay accounts without a side link: the second stage tests their pairs (their own
+    cash and deposits coincide now and then) and links none."""
+    result = infer_links(relay_network(seed, side_relays=0))
+    assert result.stats["second_stage_pairs"] >= 20
+    assert network_links(result) == {(f"S{i}", f"T{i}") for i in range(8)}
+    assert result.stats["second_stage_links"] == 0
 
 
 def test_invalid_options_are_refused():

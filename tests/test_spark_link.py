@@ -35,6 +35,23 @@ def test_spark_links_equal_local(spark, careful, options):
     assert local.stats == remote.stats
 
 
+def test_spark_second_stage_equals_local(spark_local, tmp_path):
+    """Cash relay: the second stage fires (on the driver, from the relay accounts' rows Spark
+    collects) and both engines give the same transfers and links."""
+    from tracer.spark import load_spark
+    from tracer.spark_link import infer_links_spark
+
+    path = tmp_path / "transactions.parquet"
+    synth.generate("cash_relay", seed=1, accounts=300).transactions.to_parquet(path)
+    local = infer_links(load_transactions(str(path)).transactions)
+    remote = infer_links_spark(load_spark(spark_local, str(path)).transactions)
+    assert local.stats["second_stage_links"] > 0
+    for name in ("transfers", "links", "all_links"):
+        pd.testing.assert_frame_equal(getattr(local, name), getattr(remote, name))
+    assert np.array_equal(local.decoy_scores, remote.decoy_scores)
+    assert local.stats == remote.stats
+
+
 def test_spark_links_handle_stated_counterparties(spark_local, tmp_path):
     """Rows with a counterparty column skip inference on both engines alike."""
     from tracer.spark import load_spark

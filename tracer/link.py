@@ -11,7 +11,9 @@ The engine is a pure function of arrays, stage by stage:
 3. assignment: each withdrawal and deposit row is used at most once (greedy, strongest first);
 4. links: transfers are aggregated per account pair into a score (repetition is strong evidence);
 5. calibration: the same pipeline runs on mirrored time (deposits *before* withdrawals: a null that
-   cannot contain real flows) and q-values are the decoy/target ratio above each score.
+   cannot contain real flows) and q-values are the decoy/target ratio above each score;
+6. second stage: between accounts already confidently relaying cash, the rows confident links leave
+   unexplained are matched again, with account statistics of those rows only, as a family of its own.
 
 ``docs/method.md`` explains the formulas. Sorting and binary search (numpy) prepare, per withdrawal,
 the ranges of deposits it may match; compiled kernels (numba) walk them, one withdrawal at a time,
@@ -33,6 +35,7 @@ import numba
 import numpy as np
 import pandas as pd
 from scipy.special import gammaln
+from scipy.stats import chi2
 from tqdm import tqdm
 
 from tracer._io import atomic_write
@@ -89,6 +92,9 @@ class LinkOptions:
     """Mirrored transfers that use rows of links this confident in a first comparison are left out
     of the null (the links that would be reported: rows left in the null from real flows make
     q-values conservative, much more so at density)."""
+    second_stage: bool = True
+    """Test the pairs between accounts of confident cash-relay links again on the rows those links
+    leave unexplained (:func:`_second_stage`, docs/method.md section 6)."""
 
     def __post_init__(self) -> None:
         if self.block_withdrawals is not None and self.block_withdrawals < 1:
@@ -378,7 +384,7 @@ class LinkEngine:
                                                                 _rank_or_absent(uniq, W.amount), W.t_first, self.window, cap)
         rate[:, 2] = np.maximum(rates.split_sums.between(W.amount, W.amount) * 1.0 / self.span, floor)
         # cut and fee bands: one sorted copy of the deposits per tolerance, concatenated
-        cash = (W.amount % o.cash_unit_cents == 0) & (W.amount >= o.min_cash_cents)
+        cash = _cash_like(W.amount, o)
         b_order = [np.empty(0, dtype=np.int64)] * 2
         for copy, (subset, tol) in enumerate(((cash, o.cut_tolerance), (~cash, o.fee_tolerance))):
             if tol > 0 and subset.any() and n_d:
@@ -436,6 +442,11 @@ class LinkEngine:
         per_pair["stratum"] = (2 * (e_cut > e_all - e_cut) + (n > 1)).astype(np.int8)
         per_pair["score"] = self.score(pair, e_all, n)
         return per_pair
+
+
+def _cash_like(amount: np.ndarray, opts: LinkOptions) -> np.ndarray:
+    """Withdrawal amounts an ATM gives (multiples of ``cash_unit_cents``, at least ``min_cash_cents``)."""
+    return (amount % opts.cash_unit_cents == 0) & (amount >= opts.min_cash_cents)
 
 
 def _sums_frame(pair: np.ndarray, e: np.ndarray, e_cut: np.ndarray, n: np.ndarray) -> pd.DataFrame:
@@ -745,6 +756,7 @@ class _Orientation:
     evidence: np.ndarray
     pairs: pd.DataFrame  # per pair: score, n, ...
     n_candidates: int
+    rates: Rates  # population rates behind the evidence (the second stage reuses them)
 
 
 @dataclass
@@ -898,13 +910,13 @@ def resolve(parts: list[tuple[_Candidates, np.ndarray, np.ndarray]]) -> tuple[_C
 
 
 def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, processes: int = 1,
-                     label: str = "run") -> _Orientation:
+                     label: str = "run", rates: Rates | None = None) -> _Orientation:
     """Candidates, evidence, assignment and pair scores of one orientation, streamed through time
     blocks (see :func:`block_pair_sums`, :func:`block_transfers`, :func:`resolve`). Only one
     block's candidates are in memory at a time per process (``processes`` > 1: blocks are shared
-    out to forked workers); the rates behind the evidence are global. tracer/spark_link.py runs the
-    same block functions partition by partition."""
-    rates = engine.rates(W, D)
+    out to forked workers); the rates behind the evidence are global: those of W and D unless
+    ``rates`` are given. tracer/spark_link.py runs the same block functions partition by partition."""
+    rates = engine.rates(W, D) if rates is None else rates
 
     def probe_rows(start: int, width: int) -> tuple[_Rows, _Rows]:
         w = np.flatnonzero((W.t_first >= start) & (W.t_first < start + width))
@@ -918,7 +930,7 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d
     sums, counts = ([], []) if single else zip(*_map_blocks(state, _pass_one, processes, f"{label}, pass 1"))
     state.support = pass_one_support(engine, list(sums), single)
     parts = _map_blocks(state, _pass_two, processes, f"{label}, pass 2")
-    return orientation(engine, parts, sum(counts) if not single else None)
+    return orientation(engine, parts, sum(counts) if not single else None, rates)
 
 
 @dataclass
@@ -982,10 +994,12 @@ def pass_one_support(engine: LinkEngine, sums: list[pd.DataFrame], single: bool)
     return None if single else Support.from_scores(engine.pair_scores(engine.sum_pairs(sums))["score"])
 
 
-def orientation(engine: LinkEngine, parts: list[tuple[_Candidates, np.ndarray, np.ndarray, int]], n_candidates: int | None) -> _Orientation:
+def orientation(engine: LinkEngine, parts: list[tuple[_Candidates, np.ndarray, np.ndarray, int]], n_candidates: int | None,
+                rates: Rates) -> _Orientation:
     """Settle the blocks' transfers (in block order) and score the pairs they form."""
     t, e_t = resolve([p[:3] for p in parts])
-    return _Orientation(t, e_t, engine.pair_scores(_transfer_sums(engine, t, e_t)), n_candidates if n_candidates is not None else sum(p[3] for p in parts))
+    return _Orientation(t, e_t, engine.pair_scores(_transfer_sums(engine, t, e_t)),
+                        n_candidates if n_candidates is not None else sum(p[3] for p in parts), rates)
 
 
 def _transfer_sums(engine: LinkEngine, t: _Candidates, evidence: np.ndarray) -> pd.DataFrame:
@@ -1000,30 +1014,35 @@ def _transfer_sums(engine: LinkEngine, t: _Candidates, evidence: np.ndarray) -> 
                        np.bincount(inverse, minlength=len(codes)))
 
 
-def expected_null_above(scores: np.ndarray, decoy: np.ndarray, tail_fraction: float = 0.01, min_tail: int = 25) -> np.ndarray:
+def expected_null_above(scores: np.ndarray, decoy: np.ndarray, tail_fraction: float = 0.01, min_tail: int = 25,
+                        small_null_bound: bool = False) -> np.ndarray:
     """Expected number of null (coincidence-only) pairs scoring at least each of ``scores``.
 
     Below the decoys' upper tail this is the decoy count itself. In the tail the count is too
     small to use directly (it drops to 0 just above the largest decoy by chance), so the top
     ``tail_fraction`` of decoys (all of them when there are fewer than ``2 * min_tail``) is fitted
-    with an exponential tail and extrapolated.
+    with an exponential tail and extrapolated. ``small_null_bound``: a null of fewer than
+    ``MIN_NULL`` decoys that cannot borrow a wider one is fitted with the upper 95 % confidence
+    bound of the tail's scale, and one of fewer than 3 decoys tells nothing (infinite counts).
     """
     decoy_sorted = np.sort(decoy)
     counts = (len(decoy_sorted) - np.searchsorted(decoy_sorted, scores, side="left")).astype(np.float64)
     if len(decoy_sorted) < 3:
-        return counts
+        return np.full(len(scores), np.inf) if small_null_bound else counts
     # a small null (a sparse stratum) is fitted whole: a target just above its few decoys is not certain
     n_tail = len(decoy_sorted) if len(decoy_sorted) < 2 * min_tail else max(min_tail, int(len(decoy_sorted) * tail_fraction))
     tail = decoy_sorted[-n_tail:]
     u, beta = tail[0], float(np.mean(tail - tail[0]))
     if beta <= 0:
         return counts
+    if small_null_bound and len(decoy_sorted) < MIN_NULL:  # 2 n beta / scale ~ chi2(2 n): its 5 % quantile
+        beta *= 2 * n_tail / chi2.ppf(0.05, 2 * n_tail)
     in_tail = scores >= u
     counts[in_tail] = n_tail * np.exp(-(scores[in_tail] - u) / beta)
     return counts
 
 
-def _compete(pairs: pd.DataFrame, decoys: pd.DataFrame) -> np.ndarray:
+def _compete(pairs: pd.DataFrame, decoys: pd.DataFrame, own_null: bool = False) -> np.ndarray:
     """Target-decoy competition per account pair; sets ``pairs["q_value"]``, returns the null scores.
 
     Each pair keeps only the better of its forward (target) and mirrored (decoy) score. For pairs
@@ -1031,7 +1050,8 @@ def _compete(pairs: pd.DataFrame, decoys: pd.DataFrame) -> np.ndarray:
     many coincidental targets score as high. A real pair's own decoy can be inflated by its real
     structure (a payroll batch matches itself in mirrored time) and is suppressed by its stronger
     target instead of polluting the null. Targets that lose get q = 1. Each stratum (see
-    ``pair_scores``) is a separate family with its own null.
+    ``pair_scores``) is a separate family with its own null; ``own_null``: however few decoys it
+    has (see ``expected_null_above``), instead of borrowing a wider family's.
     """
     rival = decoys.reindex(pairs.index)
     wins = (pairs["score"] >= rival["score"].fillna(-np.inf)).to_numpy()
@@ -1044,19 +1064,19 @@ def _compete(pairs: pd.DataFrame, decoys: pd.DataFrame) -> np.ndarray:
         # a family with too few decoys to estimate its null borrows the wider family's:
         # same repetition class (both amount families), then everything
         for in_null in (null_stratum == s, null_stratum % 2 == s % 2, np.ones(len(null), dtype=bool)):
-            if in_null.sum() >= MIN_NULL:
+            if own_null or in_null.sum() >= MIN_NULL:
                 break
-        q[sel] = _q_values(pairs["score"].to_numpy()[sel], null.loc[in_null, "score"].to_numpy())
+        q[sel] = _q_values(pairs["score"].to_numpy()[sel], null.loc[in_null, "score"].to_numpy(), own_null)
     pairs["q_value"] = q
     return null["score"].to_numpy()
 
 
-def _q_values(target: np.ndarray, decoy: np.ndarray) -> np.ndarray:
+def _q_values(target: np.ndarray, decoy: np.ndarray, small_null_bound: bool = False) -> np.ndarray:
     """q-value of each target score: min over thresholds s <= score of E[#null >= s] / #targets >= s."""
     order = np.argsort(-target, kind="stable")
     sorted_t = target[order]
     n_targets = np.arange(1, len(sorted_t) + 1)
-    fdr = np.minimum(expected_null_above(sorted_t, decoy) / n_targets, 1.0)
+    fdr = np.minimum(expected_null_above(sorted_t, decoy, small_null_bound=small_null_bound) / n_targets, 1.0)
     q_sorted = np.minimum.accumulate(fdr[::-1])[::-1]
     q = np.empty_like(q_sorted)
     q[order] = q_sorted
@@ -1134,8 +1154,8 @@ class LocalRuns:
 
     An engine provides ``engine``, ``accounts`` (name per account code), ``t0`` (seconds of the
     earliest row), ``stated`` (rows named by a counterparty column), ``n_withdrawals``,
-    ``n_deposits`` and ``run_pair()``: the forward orientation and the mirrored one (deposits
-    *before* withdrawals).
+    ``n_deposits``, ``run_pair()``: the forward orientation and the mirrored one (deposits
+    *before* withdrawals), and ``account_rows()`` for the second stage.
     """
 
     def __init__(self, tx: pd.DataFrame, opts: LinkOptions):
@@ -1170,6 +1190,15 @@ class LocalRuns:
         W = _base_rows(self.codes[w], -self.amount[w], t[w])
         D = _base_rows(self.codes[d], self.amount[d], t[d])
         return _run_orientation(self.engine, W, D, self.row_id[w], self.row_id[d], processes, "mirrored" if mirror else "forward")
+
+    def account_rows(self, codes: np.ndarray) -> pd.DataFrame:
+        """The rows (not stated) of the accounts ``codes`` in row id order: row_id, code, amount
+        (positive cents), s (seconds since 1970) and deposit."""
+        rows = np.sort(np.concatenate([self.w_rows, self.d_rows]))
+        rows = rows[np.isin(self.codes[rows], codes)]
+        frame = pd.DataFrame({"row_id": self.row_id[rows], "code": self.codes[rows], "amount": np.abs(self.amount[rows]),
+                              "s": self.seconds[rows], "deposit": self.amount[rows] > 0})
+        return frame.sort_values("row_id", kind="stable").reset_index(drop=True)
 
     def _processes(self) -> int:
         """As configured, or automatically: 2 on a machine with 2+ cores for an input of 50,000+ withdrawals."""
@@ -1207,7 +1236,7 @@ def infer_from_runs(runs, opts: LinkOptions) -> LinkResult:
     """Link inference given an engine's orientation runs (:class:`LocalRuns` or Spark's): the
     forward and the mirrored run; first q-values against the whole mirrored run decide which rows
     confident links explain, the final ones are against the mirrored pairs without those rows;
-    then the output frames."""
+    then the second stage and the output frames."""
     engine, accounts = runs.engine, runs.accounts
     n_accounts = len(accounts)
     forward, mirrored = runs.run_pair()
@@ -1219,6 +1248,10 @@ def infer_from_runs(runs, opts: LinkOptions) -> LinkResult:
     explained = _take(forward.transfers, np.flatnonzero(pairs["q_value"].reindex(engine.pair_code(forward.transfers)).to_numpy() <= opts.protect_q))
     members = np.concatenate([explained.w_members.ravel(), explained.d_members.ravel()])
     decoy_scores = _compete(pairs, _unexplained_pairs(engine, mirrored, np.unique(members[members >= 0])))
+    second: dict = {}
+    if opts.second_stage:
+        forward, second_decoys, second = _second_stage(runs, forward, mirrored)
+        pairs, decoy_scores = forward.pairs, np.concatenate([decoy_scores, second_decoys])
     inferred = _transfer_frame(forward, runs.t0, accounts, engine, pairs["q_value"])
     pair_index = pd.MultiIndex.from_arrays([accounts[pairs.index.to_numpy() // n_accounts], accounts[pairs.index.to_numpy() % n_accounts]])
     pair_stats = pd.DataFrame({"score": pairs["score"].to_numpy() / np.log(10), "q_value": pairs["q_value"].to_numpy()}, index=pair_index)
@@ -1232,7 +1265,7 @@ def infer_from_runs(runs, opts: LinkOptions) -> LinkResult:
         "candidates": forward.n_candidates, "decoy_candidates": mirrored.n_candidates,
         "stated_rows": len(stated),
         "transfers": len(transfers), "pairs_tested": len(pairs), "decoy_pairs": len(decoy_scores),
-        "links": len(links),
+        "links": len(links), **second,
     }
     return LinkResult(transfers, links, all_links, decoy_scores, opts, stats)
 
@@ -1247,6 +1280,82 @@ def _unexplained_pairs(engine: LinkEngine, mirrored: _Orientation, explained_row
     used |= np.isin(t.d_members, explained_rows) & (t.d_members >= 0)
     keep = np.flatnonzero(~used.any(axis=1))
     return engine.pair_scores(_transfer_sums(engine, _take(t, keep), mirrored.evidence[keep]))
+
+
+def _second_stage(runs, forward: _Orientation, mirrored: _Orientation) -> tuple[_Orientation, np.ndarray, dict]:
+    """The pairs between accounts already confidently relaying cash, tested again on the rows that
+    confident links leave unexplained (docs/method.md section 6).
+
+    Context: the sources and targets of links with q <= ``protect_q`` whose evidence is mostly
+    cash band (a cut kept from cash-like withdrawals). Every confident link's rows are explained
+    and set aside; the context's other rows give the account statistics (explaining away: a relay's
+    confident inflows no longer make its other deposits look like coincidences), the population
+    rates stay the first stage's. The context sources' withdrawals are matched to the context
+    targets' deposits, forward and mirrored, on the driver (few rows, same code for every engine),
+    scored with pooled multiplicity (:func:`_pooled_scores`); the pairs not already confident form
+    one family with its own null. Their transfers replace the first stage's that share a row with
+    them, and pairs tested again take the second stage's score and q-value. Returns the forward
+    run so combined (``pairs`` with q-values), the second stage's null scores and counts for the stats.
+    """
+    engine, pairs = runs.engine, forward.pairs
+    opts, n_acc = engine.opts, len(runs.accounts)
+    t, e = forward.transfers, forward.evidence
+    code = engine.pair_code(t)
+    confident_pairs = pairs.index[pairs["q_value"].to_numpy() <= opts.protect_q]
+    confident = np.isin(code, confident_pairs)
+    cash_band = np.where((t.kind == KINDS.index("cut")) & _cash_like(t.amount_out, opts), e, 0.0)
+    sums = pd.DataFrame({"e": e[confident], "cash": cash_band[confident]}).groupby(code[confident]).sum()
+    relay = sums.index.to_numpy(np.int64)[sums["cash"].to_numpy() > sums["e"].to_numpy() / 2]
+    sources, targets = np.unique(relay // n_acc), np.unique(relay % n_acc)
+    stats = {"second_stage_accounts": len(np.union1d(sources, targets)), "second_stage_pairs": 0, "second_stage_links": 0}
+    if not len(relay):
+        return forward, np.empty(0), stats
+    rows = runs.account_rows(np.union1d(sources, targets))
+    rows = rows[~rows["row_id"].isin(np.concatenate([t.w_members[confident].ravel(), t.d_members[confident].ravel()]))]
+    w = rows[~rows["deposit"] & rows["code"].isin(sources)]
+    d = rows[rows["deposit"] & rows["code"].isin(targets)]
+    w_code, d_code = w["code"].to_numpy(np.int64), d["code"].to_numpy(np.int64)
+    remaining_deposits = runs.n_deposits - int((t.d_members[confident] >= 0).sum())
+    engine2 = LinkEngine(opts, np.bincount(d_code, minlength=n_acc) / max(remaining_deposits, 1),
+                         np.bincount(w_code, minlength=n_acc), engine.span)
+    cash = _cash_like(w["amount"].to_numpy(np.int64), opts)
+    cash_rows, n_cash = w["row_id"].to_numpy(np.int64)[cash], np.bincount(w_code[cash], minlength=n_acc)
+
+    def run(first: _Orientation, mirror: bool) -> tuple[_Orientation, pd.DataFrame]:
+        def side(r: pd.DataFrame) -> _Rows:
+            s = r["s"].to_numpy(np.int64)
+            return _base_rows(r["code"].to_numpy(np.int32), r["amount"].to_numpy(np.int64), runs.t1 - s if mirror else s - runs.t0)
+        o = _run_orientation(engine2, side(w), side(d), w["row_id"].to_numpy(np.int64), d["row_id"].to_numpy(np.int64),
+                             label="second stage", rates=first.rates)
+        scored = _pooled_scores(engine2, o, cash_rows, n_cash)
+        return o, scored[~scored.index.isin(confident_pairs)]
+
+    (fwd2, pairs2), (_, null2) = run(forward, False), run(mirrored, True)
+    null_scores = _compete(pairs2, null2, own_null=True)
+    keep2 = np.flatnonzero(np.isin(engine.pair_code(fwd2.transfers), pairs2.index))
+    t2 = _take(fwd2.transfers, keep2)
+    clash = (np.isin(t.w_members, t2.w_members[t2.w_members >= 0]).any(axis=1)
+             | np.isin(t.d_members, t2.d_members[t2.d_members >= 0]).any(axis=1))
+    keep1 = np.flatnonzero(~clash & ~np.isin(code, pairs2.index))
+    combined = pd.concat([pairs[~pairs.index.isin(pairs2.index)], pairs2])
+    stats.update(second_stage_pairs=len(pairs2), second_stage_links=int((pairs2["q_value"] <= opts.max_q).sum()))
+    return (_Orientation(_concat([_take(t, keep1), t2]), np.concatenate([e[keep1], fwd2.evidence[keep2]]), combined,
+                         forward.n_candidates, forward.rates), null_scores, stats)
+
+
+def _pooled_scores(engine: LinkEngine, o: _Orientation, cash_rows: np.ndarray, n_cash: np.ndarray) -> pd.DataFrame:
+    """A run's pairs scored with pooled multiplicity, all in one family (stratum 4):
+    e - ln C(C_a, c) - ln C(N_a - C_a, n - c), C_a the source's cash-like withdrawals (``n_cash``)
+    and c the pair's transfers that start with one (``cash_rows``): a cash relay can only come from
+    a cash-like withdrawal, so each class is its own pool of chances to coincide."""
+    pairs = o.pairs.copy()
+    c = pd.Series(np.isin(o.transfers.w_members[:, 0], cash_rows)).groupby(engine.pair_code(o.transfers)).sum()
+    c = c.reindex(pairs.index).to_numpy(np.int64)
+    a, n, lf = pairs["a"].to_numpy(), pairs["n"].to_numpy(np.int64), engine.log_factorial
+    n_a, c_a = engine.n_withdrawals[a], n_cash[a]
+    pairs["score"] = pairs["e"].to_numpy() - (lf[c_a] - lf[c] - lf[c_a - c]) - (lf[n_a - c_a] - lf[n - c] - lf[n_a - c_a - n + c])
+    pairs["stratum"] = np.int8(4)
+    return pairs
 
 
 def _account_codes(client_id: pd.Series) -> tuple[np.ndarray, np.ndarray]:

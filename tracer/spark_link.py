@@ -7,7 +7,8 @@ A partition is one time block of an orientation (its own span plus the halo, see
 per-account counts, the rates (distinct amounts with their counts), pass 1's repeated-pair sums and
 the transfers each block chose; candidates never leave their partition. The driver settles the
 blocks' transfers, scores the pairs and computes q-values with the same code as the local engine,
-so both engines give the same transfers and links (tests/test_spark_link.py).
+and runs the second stage there on the few accounts' rows it collects (``account_rows``), so both
+engines give the same transfers and links (tests/test_spark_link.py).
 """
 from __future__ import annotations
 
@@ -85,6 +86,13 @@ class SparkRuns:
         """The forward and the mirrored run (one after the other: Spark runs each in parallel)."""
         return self.run(mirror=False), self.run(mirror=True)
 
+    def account_rows(self, codes: np.ndarray) -> pd.DataFrame:
+        """As :meth:`tracer.link.LocalRuns.account_rows`: a few accounts' rows, collected."""
+        from pyspark.sql import functions as F
+
+        got = self.rows.filter(F.col("code").isin([int(c) for c in codes])).toPandas()
+        return got.sort_values("row_id", kind="stable").reset_index(drop=True)
+
     def run(self, mirror: bool) -> _Orientation:
         from pyspark.sql import functions as F
 
@@ -141,7 +149,7 @@ class SparkRuns:
         parts = [_parts_of(g) for _, g in got.groupby("block", sort=True)]
         shared.unpersist()
         support.unpersist()
-        return orientation(engine, parts, sum(counts) if not single else None)
+        return orientation(engine, parts, sum(counts) if not single else None, rates)
 
     def _rates(self, rows: "DataFrame") -> Rates:
         """The same population counts as ``LinkEngine.rates``, aggregated on Spark: deposit amounts
