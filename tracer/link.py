@@ -923,7 +923,8 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d
         d = np.flatnonzero((D.t_first >= start) & (D.t_first < start + width + 2 * engine.reach))
         return _subset(W, w), _subset(D, d)
 
-    grid = block_grid(engine, rates, len(W), int(W.t_first.min(initial=0)), int(W.t_first.max(initial=0)), probe_rows)
+    t_min, t_max = (int(W.t_first.min()), int(W.t_first.max())) if len(W) else (0, 0)  # the grid starts at the earliest withdrawal
+    grid = block_grid(engine, rates, len(W), t_min, t_max, probe_rows)
     source = _BlockSource(W, D, w_id, d_id, grid)
     single = grid.is_single(W)
     state = _BlockState(engine, rates, source, None)
