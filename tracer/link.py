@@ -800,26 +800,28 @@ def make_block(W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, own: np.n
 
 class _BlockSource:
     """The blocks of ``grid`` that own at least one withdrawal, built on demand by key (so forked
-    workers build their own); rows in each block are in time order, ties in the order of W and D
-    (input row order)."""
+    workers build their own) as slices of W and D, which are in time order (:func:`_in_time_order`)."""
 
     def __init__(self, W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, grid: BlockGrid):
         self.W, self.D, self.w_id, self.d_id, self.grid = W, D, w_id, d_id, grid
-        self.w_order = np.argsort(W.t_first, kind="stable")
-        self.w_sorted = W.t_first[self.w_order]
-        self.d_order = np.argsort(D.t_first, kind="stable")
-        self.d_sorted = D.t_first[self.d_order]
-        self.keys = np.unique(grid.index(self.w_sorted))
+        self.keys = np.unique(grid.index(W.t_first))
 
     def __getitem__(self, k: int) -> Block:
         g = self.grid
         b0 = g.origin + k * g.length
         b1 = b0 + g.length
-        lo, hi = np.searchsorted(self.w_sorted, [b0, b1 + g.reach])
-        dlo, dhi = np.searchsorted(self.d_sorted, [b0, b1 + 2 * g.reach])
-        w_idx, d_idx = self.w_order[lo:hi], self.d_order[dlo:dhi]
-        return make_block(_take_rows(self.W, w_idx), _take_rows(self.D, d_idx), self.w_id[w_idx], self.d_id[d_idx],
-                          self.W.t_first[w_idx] < b1)
+        w = slice(*np.searchsorted(self.W.t_first, [b0, b1 + g.reach]))
+        d = slice(*np.searchsorted(self.D.t_first, [b0, b1 + 2 * g.reach]))
+        return make_block(_take_rows(self.W, w), _take_rows(self.D, d), self.w_id[w], self.d_id[d], self.W.t_first[w] < b1)
+
+
+def _in_time_order(rows: _Rows, ids: np.ndarray) -> tuple[_Rows, np.ndarray]:
+    """Base rows and their ids sorted by time, ties in their given order (a stable sort; no copy
+    when they are in order already)."""
+    if np.all(rows.t_first[1:] >= rows.t_first[:-1]):
+        return rows, ids
+    order = np.argsort(rows.t_first, kind="stable")
+    return _base_rows(rows.account[order], rows.amount[order], rows.t_first[order]), ids[order]
 
 
 def block_grid(engine: LinkEngine, rates: Rates, n_w: int, t_min: int, t_max: int,
@@ -896,14 +898,17 @@ def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Sup
     return c, s.evidence[chosen], weight[chosen], s.n_candidates
 
 
-def resolve(parts: list[tuple[_Candidates, np.ndarray, np.ndarray]]) -> tuple[_Candidates, np.ndarray]:
-    """Join the blocks' transfers; a row claimed by two neighbouring blocks (only possible near a
-    block's end) goes to the stronger claim."""
+def resolve(parts: list[tuple]) -> tuple[_Candidates, np.ndarray]:
+    """Join the blocks' transfers (``parts``: each starting with candidates, evidence and weight;
+    emptied once joined, to free the blocks' copies); a row claimed by two neighbouring blocks
+    (only possible near a block's end) goes to the stronger claim."""
     if not parts:
         return _no_candidates(), np.empty(0)
+    n_parts = len(parts)
     c = _concat([p[0] for p in parts])
     e, weight = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
-    if len(parts) > 1:
+    parts.clear()
+    if n_parts > 1:
         keep = assign(c.w_members, c.d_members, weight)
         c, e = _take(c, keep), e[keep]
     return c, e
@@ -917,6 +922,7 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d
     out to forked workers); the rates behind the evidence are global: those of W and D unless
     ``rates`` are given. tracer/spark_link.py runs the same block functions partition by partition."""
     rates = engine.rates(W, D) if rates is None else rates
+    (W, w_id), (D, d_id) = _in_time_order(W, w_id), _in_time_order(D, d_id)
 
     def probe_rows(start: int, width: int) -> tuple[_Rows, _Rows]:
         w = np.flatnonzero((W.t_first >= start) & (W.t_first < start + width))
@@ -930,6 +936,7 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d
     state = _BlockState(engine, rates, source, None)
     sums, counts = ([], []) if single else zip(*_map_blocks(state, _pass_one, processes, f"{label}, pass 1"))
     state.support = pass_one_support(engine, list(sums), single)
+    del sums  # only the support they add up to is needed from here on
     parts = _map_blocks(state, _pass_two, processes, f"{label}, pass 2")
     return orientation(engine, parts, sum(counts) if not single else None, rates)
 
@@ -997,10 +1004,10 @@ def pass_one_support(engine: LinkEngine, sums: list[pd.DataFrame], single: bool)
 
 def orientation(engine: LinkEngine, parts: list[tuple[_Candidates, np.ndarray, np.ndarray, int]], n_candidates: int | None,
                 rates: Rates) -> _Orientation:
-    """Settle the blocks' transfers (in block order) and score the pairs they form."""
-    t, e_t = resolve([p[:3] for p in parts])
-    return _Orientation(t, e_t, engine.pair_scores(_transfer_sums(engine, t, e_t)),
-                        n_candidates if n_candidates is not None else sum(p[3] for p in parts), rates)
+    """Settle the blocks' transfers (in block order; ``parts`` is emptied) and score the pairs they form."""
+    n_candidates = n_candidates if n_candidates is not None else sum(p[3] for p in parts)
+    t, e_t = resolve(parts)
+    return _Orientation(t, e_t, engine.pair_scores(_transfer_sums(engine, t, e_t)), n_candidates, rates)
 
 
 def _transfer_sums(engine: LinkEngine, t: _Candidates, evidence: np.ndarray) -> pd.DataFrame:
@@ -1186,11 +1193,15 @@ class LocalRuns:
 
     def run(self, mirror: bool, processes: int = 1) -> _Orientation:
         """One orientation; ``processes`` share out its blocks."""
-        t = self.t1 - self.seconds if mirror else self.seconds - self.t0
-        w, d = self.w_rows, self.d_rows
-        W = _base_rows(self.codes[w], -self.amount[w], t[w])
-        D = _base_rows(self.codes[d], self.amount[d], t[d])
-        return _run_orientation(self.engine, W, D, self.row_id[w], self.row_id[d], processes, "mirrored" if mirror else "forward")
+        (W, w_id), (D, d_id) = self._side(self.w_rows, mirror, -1), self._side(self.d_rows, mirror, 1)
+        return _run_orientation(self.engine, W, D, w_id, d_id, processes, "mirrored" if mirror else "forward")
+
+    def _side(self, rows: np.ndarray, mirror: bool, sign: int) -> tuple[_Rows, np.ndarray]:
+        """Rows ``rows`` (positions) as base rows in time order (ties in input order) and their row ids."""
+        t = self.t1 - self.seconds[rows] if mirror else self.seconds[rows] - self.t0
+        order = np.argsort(t, kind="stable")
+        rows = rows[order]
+        return _base_rows(self.codes[rows], sign * self.amount[rows], t[order]), self.row_id[rows]
 
     def account_rows(self, codes: np.ndarray) -> pd.DataFrame:
         """The rows (not stated) of the accounts ``codes`` in row id order: row_id, code, amount
