@@ -345,6 +345,8 @@ class LinkEngine:
         sums) sorted by (key, time) as tables, and per withdrawal the range of each it searches.
         A merge belongs to the block that owns its earliest withdrawal.
         """
+        if store and repeats_only:
+            raise ValueError("stored candidates need every pair (their pair positions); repeats_only is for pass 1")
         o = self.opts
         own = np.ones(len(W), dtype=bool) if own is None else own
         n_w, n_d, cap = len(W), len(D), o.max_candidates
