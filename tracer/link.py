@@ -171,7 +171,7 @@ def _combos(base: _Rows, span: int, neighbours: int) -> _Rows:
     return _Rows(acc[i], amount, t[i], t_last, members)
 
 
-def _subset(rows: _Rows, idx: np.ndarray) -> _Rows:
+def _subset(rows: _Rows, idx: np.ndarray | slice) -> _Rows:
     """Base rows ``idx`` as a side of their own (members renumbered 0..len(idx)-1)."""
     return _base_rows(rows.account[idx], rows.amount[idx], rows.t_first[idx])
 
@@ -927,8 +927,8 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d
     (W, w_id), (D, d_id) = _in_time_order(W, w_id), _in_time_order(D, d_id)
 
     def probe_rows(start: int, width: int) -> tuple[_Rows, _Rows]:
-        w = np.flatnonzero((W.t_first >= start) & (W.t_first < start + width))
-        d = np.flatnonzero((D.t_first >= start) & (D.t_first < start + width + 2 * engine.reach))
+        w = slice(*np.searchsorted(W.t_first, [start, start + width]))  # rows are in time order
+        d = slice(*np.searchsorted(D.t_first, [start, start + width + 2 * engine.reach]))
         return _subset(W, w), _subset(D, d)
 
     t_min, t_max = (int(W.t_first.min()), int(W.t_first.max())) if len(W) else (0, 0)  # the grid starts at the earliest withdrawal
@@ -1208,7 +1208,7 @@ class LocalRuns:
     def account_rows(self, codes: np.ndarray) -> pd.DataFrame:
         """The rows (not stated) of the accounts ``codes`` in row id order: row_id, code, amount
         (positive cents), s (seconds since 1970) and deposit."""
-        rows = np.sort(np.concatenate([self.w_rows, self.d_rows]))
+        rows = np.concatenate([self.w_rows, self.d_rows])
         rows = rows[np.isin(self.codes[rows], codes)]
         frame = pd.DataFrame({"row_id": self.row_id[rows], "code": self.codes[rows], "amount": np.abs(self.amount[rows]),
                               "s": self.seconds[rows], "deposit": self.amount[rows] > 0})
