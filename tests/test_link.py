@@ -1,6 +1,11 @@
 """Link inference: kernel against brute force, assignment invariants, and end-to-end behaviour."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -430,3 +435,43 @@ def test_huge_amount_absent_among_deposits_matches_nothing():
     rows = [("W", -big, 7 * DAY * i) for i in range(6)] + [("D", big + 1, 7 * DAY * i + 600) for i in range(6)]
     result = infer_links(frame(rows))
     assert result.transfers.empty
+
+
+_ORPHAN_SCRIPT = """
+import os, sys, time
+from tracer.link import _fork_map
+
+def work(i):
+    with open(os.path.join(sys.argv[1], f"worker-{i}"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(60)
+
+list(_fork_map(None, work, [0, 1], 2))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
+def test_forked_workers_die_with_a_killed_parent(tmp_path):
+    """A parent killed outright (SIGKILL: a timeout, the OOM killer) leaves no worker computing on."""
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("worker-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = [int(p.read_text()) for p in tmp_path.glob("worker-*")]
+        assert len(workers) == 2 and all(_alive(w) for w in workers)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers)
