@@ -856,8 +856,10 @@ def block_grid(engine: LinkEngine, rates: Rates, n_w: int, t_min: int, t_max: in
 
 
 def _global(members: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Block-local member positions -> ids in the run (-1 pads kept)."""
-    return np.where(members >= 0, ids[np.maximum(members, 0)], -1)
+    """Block-local member positions -> ids in the run (-1 pads kept), as int32 when they fit: a
+    run's transfers are kept until the end (~25M per run at 100M rows), their members are half of them."""
+    out = np.where(members >= 0, ids[np.maximum(members, 0)], -1)
+    return out.astype(np.int32) if len(ids) and ids.max() < 2 ** 31 else out
 
 
 @dataclass
@@ -1031,15 +1033,18 @@ def orientation(engine: LinkEngine, parts: list[tuple[_Candidates, np.ndarray, n
     return _Orientation(t, e_t, engine.pair_scores(_transfer_sums(engine, t, e_t)), n_candidates, rates)
 
 
-def _transfer_sums(engine: LinkEngine, t: _Candidates, evidence: np.ndarray) -> pd.DataFrame:
-    """Pair sums (as :meth:`LinkEngine.scan`'s) of settled transfers: each withdrawal is in one
+def _transfer_sums(engine: LinkEngine, t: _Candidates, evidence: np.ndarray, keep: np.ndarray | None = None) -> pd.DataFrame:
+    """Pair sums (as :meth:`LinkEngine.scan`'s) of settled transfers (those at ``keep``, default
+    all; taken column by column, not as a copy of the transfers): each withdrawal is in one
     transfer, so its best candidate is that transfer; summed in withdrawal row id order."""
-    pair = engine.pair_code(t)
-    order = np.lexsort((t.w_members[:, 0], pair))
+    pair, first, cut = engine.pair_code(t), t.w_members[:, 0], t.kind == 1
+    if keep is not None:
+        pair, first, cut, evidence = pair[keep], first[keep], cut[keep], evidence[keep]
+    order = np.lexsort((first, pair))
     codes, inverse = np.unique(pair[order], return_inverse=True)
     e = evidence[order]
     return _sums_frame(codes, np.bincount(inverse, weights=e, minlength=len(codes)),
-                       np.bincount(inverse, weights=np.where(t.kind[order] == 1, e, 0.0), minlength=len(codes)),
+                       np.bincount(inverse, weights=np.where(cut[order], e, 0.0), minlength=len(codes)),
                        np.bincount(inverse, minlength=len(codes)))
 
 
@@ -1197,8 +1202,9 @@ class LocalRuns:
         self.t0, self.t1 = (int(self.seconds.min()), int(self.seconds.max())) if len(tx) else (0, 0)
         stated = _stated_mask(tx)
         self.stated = tx[stated]
-        self.w_rows = np.flatnonzero((self.amount < 0) & ~stated)
-        self.d_rows = np.flatnonzero((self.amount > 0) & ~stated)
+        positions = np.int32 if len(tx) < 2 ** 31 else np.int64
+        self.w_rows = np.flatnonzero((self.amount < 0) & ~stated).astype(positions)
+        self.d_rows = np.flatnonzero((self.amount > 0) & ~stated).astype(positions)
         self.n_withdrawals, self.n_deposits = len(self.w_rows), len(self.d_rows)
         n = len(self.accounts)
         self.engine = make_engine(opts, np.bincount(codes[self.w_rows], minlength=n), np.bincount(codes[self.d_rows], minlength=n), self.t0, self.t1)
@@ -1281,7 +1287,7 @@ def infer_from_runs(runs, opts: LinkOptions) -> LinkResult:
     # the null as well, so that coincidences in both directions draw on the same leftover rows.
     explained = _take(forward.transfers, np.flatnonzero(pairs["q_value"].reindex(engine.pair_code(forward.transfers)).to_numpy() <= opts.protect_q))
     members = np.concatenate([explained.w_members.ravel(), explained.d_members.ravel()])
-    decoy_scores = _compete(pairs, _unexplained_pairs(engine, mirrored, np.unique(members[members >= 0])))
+    decoy_scores = _compete(pairs, _unexplained_pairs(engine, mirrored, members[members >= 0]))
     del explained, members
     _keep_rates_only(mirrored)  # the second stage needs only its rates: free its transfers before the output frames
     second: dict = {}
@@ -1323,7 +1329,7 @@ def _unexplained_pairs(engine: LinkEngine, mirrored: _Orientation, explained_row
     used = np.isin(t.w_members, explained_rows) & (t.w_members >= 0)
     used |= np.isin(t.d_members, explained_rows) & (t.d_members >= 0)
     keep = np.flatnonzero(~used.any(axis=1))
-    return engine.pair_scores(_transfer_sums(engine, _take(t, keep), mirrored.evidence[keep]))
+    return engine.pair_scores(_transfer_sums(engine, t, mirrored.evidence, keep))
 
 
 def _second_stage(runs, forward: _Orientation, mirrored: _Orientation) -> tuple[_Orientation, np.ndarray, dict]:
