@@ -475,3 +475,19 @@ def test_forked_workers_die_with_a_killed_parent(tmp_path):
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(w) for w in workers)
+
+
+def test_transfers_are_ordered_by_time_then_source_and_target_names():
+    """Ordered by account names, not by category codes (the loader's are in order of appearance)."""
+    rng = np.random.default_rng(5)
+    rows = background(rng, n_rows=5000)
+    for week in range(10):  # withdrawals at the same second from three accounts: ties on time
+        t = week * 7 * DAY + 3600
+        rows += [(name, -(41_000 + k), t) for k, name in enumerate(["Z9", "B2", "M5"])]
+        rows += [("T" + name, 41_000 + k, t + 7200) for k, name in enumerate(["Z9", "B2", "M5"])]
+    tx = frame(rows)
+    tx["client_id"] = tx["client_id"].cat.reorder_categories(tx["client_id"].cat.categories[::-1])
+    transfers = infer_links(tx).transfers
+    assert transfers["first_time"].duplicated().any()
+    expected = transfers.sort_values(["first_time", "source", "target"], kind="stable")
+    assert (transfers.index == expected.index).all()
