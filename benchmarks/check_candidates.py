@@ -2,14 +2,17 @@
 with larger ones: do the caps (the earliest ``max_candidates`` / ``max_cut_candidates`` per
 withdrawal and kind) lose real transfers at this density?
 
-    .venv/bin/python benchmarks/check_candidates.py DATA --start 2025-03-01 --days 50 [--caps 40,400]
+    .venv/bin/python benchmarks/check_candidates.py DATA --start 2025-03-01 --days 50 [--caps 40,400] [--links]
 
 DATA is a folder written by ``tracer generate`` or ``bench_scale.py`` (``transactions.parquet``
 and ``truth_transfers.csv``). Rows of the time slice are read from every Parquet part, keeping their
 input row ids; withdrawals of the slice's middle (5 days in from the start, 10 before the end) are
 scanned against every deposit of the slice, so none lacks a deposit it could match. Prints, per cap,
 candidates per withdrawal and the share of true single-deposit transfers among the candidates, by
-kind and channel. Recorded in docs/scale.md (the 100M set).
+kind and channel. ``--links`` also runs link inference on the slice alone and prints how many true
+transfers it assigns to their true deposit and how many true pairs it links, by how many true
+transfers they have in the slice (and among pairs whose transfers were all assigned). Recorded in
+docs/scale.md (the 10M and 100M sets).
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ def main() -> None:
     ap.add_argument("--start", default="2025-03-01")
     ap.add_argument("--days", type=int, default=50)
     ap.add_argument("--caps", default="40,400", help="comma-separated caps (max_candidates = max_cut_candidates)")
+    ap.add_argument("--links", action="store_true", help="also run link inference on the slice and check it against the truth")
     args = ap.parse_args()
     df = read_slice(args.data, args.start, args.days)
     seconds = pd.to_datetime(df["date"].astype(str) + " " + df["time"].astype(str)).to_numpy("datetime64[s]").astype(np.int64)
@@ -79,6 +83,31 @@ def main() -> None:
         by = found.groupby([truth["kind"], truth["channel"]]).mean().round(3).to_dict()
         print(f"caps {cap}: {scan.n_candidates / own.sum():.1f} candidates per withdrawal ({time.perf_counter() - began:.0f} s); "
               f"true transfers among them {found.mean():.3f} {by}", flush=True)
+    if args.links:
+        check_links(df, seconds, cents, args.data)
+
+
+def check_links(df: pd.DataFrame, seconds: np.ndarray, cents: np.ndarray, data: Path) -> None:
+    """Link inference on the slice alone against the truth whose rows all lie in the slice."""
+    tx = pd.DataFrame({"client_id": df["client_id"].astype(str).astype("category"), "amount_cents": cents,
+                       "timestamp": seconds.astype("datetime64[s]"), "row_id": df["row_id"].to_numpy(np.int64)})
+    result = L.infer_links(tx)
+    truth = pd.read_csv(data / "truth_transfers.csv", dtype={"deposit_rows": str, "source": str, "target": str})
+    rows = set(tx["row_id"].tolist())
+    truth = truth[truth["withdrawal_row"].isin(rows) & truth["deposit_rows"].map(lambda r: all(int(x) in rows for x in r.split()))]
+    assigned = set(zip(result.transfers["withdrawal_rows"], result.transfers["deposit_rows"]))
+    truth["assigned"] = [(str(w), dep) in assigned for w, dep in zip(truth["withdrawal_row"], truth["deposit_rows"])]
+    print(f"link inference on the slice: {result.stats['links']:,} links; {len(truth):,} true transfers, assigned to their "
+          f"deposit {truth['assigned'].mean():.3f} {truth.groupby('kind')['assigned'].mean().round(3).to_dict()}")
+    pairs = truth.groupby(["source", "target", "kind"]).agg(n=("assigned", "size"), a=("assigned", "sum")).reset_index()
+    linked = set(zip(result.links["source"], result.links["target"]))
+    pairs["linked"] = [(a, b) in linked for a, b in zip(pairs["source"], pairs["target"])]
+    for k in (1, 2, 3, 5):
+        p = pairs[pairs["n"] >= k]
+        whole = p[p["a"] == p["n"]]
+        print(f"  true pairs with >= {k} transfers: {len(p):,}, linked {p['linked'].mean():.3f} "
+              f"{p.groupby('kind')['linked'].mean().round(3).to_dict()}; every transfer assigned {len(whole) / max(len(p), 1):.3f}, "
+              f"of those linked {whole['linked'].mean():.3f}")
 
 
 if __name__ == "__main__":
