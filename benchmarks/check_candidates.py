@@ -63,9 +63,8 @@ def main() -> None:
     w, d = np.flatnonzero(cents < 0), np.flatnonzero(cents > 0)
     own = (t[w] >= 5 * DAY) & (t[w] <= t.max() - 10 * DAY)
     row_id = df["row_id"].to_numpy(np.int64)
-    truth = pd.read_csv(args.data / "truth_transfers.csv", usecols=["withdrawal_row", "deposit_rows", "kind", "channel"],
-                        dtype={"deposit_rows": str})
-    truth = truth[truth["withdrawal_row"].isin(row_id[w[own]]) & ~truth["deposit_rows"].str.contains(" ")]
+    in_slice = read_truth(args.data, row_id)
+    truth = in_slice[in_slice["withdrawal_row"].isin(row_id[w[own]]) & ~in_slice["deposit_rows"].str.contains(" ")]
     truth_key = truth["withdrawal_row"].to_numpy(np.int64) * 10**10 + truth["deposit_rows"].astype(np.int64).to_numpy()
     print(f"{len(df):,} rows, {own.sum():,} withdrawals scanned, {len(truth):,} true single-deposit transfers "
           f"{truth.groupby(['kind', 'channel']).size().to_dict()}", flush=True)
@@ -84,24 +83,30 @@ def main() -> None:
         print(f"caps {cap}: {scan.n_candidates / own.sum():.1f} candidates per withdrawal ({time.perf_counter() - began:.0f} s); "
               f"true transfers among them {found.mean():.3f} {by}", flush=True)
     if args.links:
-        check_links(df, seconds, cents, args.data)
+        check_links(df, seconds, cents, in_slice.copy())
 
 
-def check_links(df: pd.DataFrame, seconds: np.ndarray, cents: np.ndarray, data: Path) -> None:
+def read_truth(data: Path, row_id: np.ndarray) -> pd.DataFrame:
+    """The true transfers whose withdrawal and every deposit part are rows of the slice."""
+    truth = pd.read_csv(data / "truth_transfers.csv", usecols=["withdrawal_row", "deposit_rows", "source", "target", "kind", "channel"],
+                        dtype={"deposit_rows": str, "source": str, "target": str})
+    truth = truth[truth["withdrawal_row"].isin(row_id)]
+    parts = truth["deposit_rows"].str.split().explode()
+    inside = pd.Series(parts.astype(np.int64).isin(row_id).to_numpy(), index=parts.index).groupby(level=0).all()
+    return truth[inside.reindex(truth.index).to_numpy()]
+
+
+def check_links(df: pd.DataFrame, seconds: np.ndarray, cents: np.ndarray, truth: pd.DataFrame) -> None:
     """Link inference on the slice alone against the truth whose rows all lie in the slice."""
     tx = pd.DataFrame({"client_id": df["client_id"].astype(str).astype("category"), "amount_cents": cents,
                        "timestamp": seconds.astype("datetime64[s]"), "row_id": df["row_id"].to_numpy(np.int64)})
     result = L.infer_links(tx)
-    truth = pd.read_csv(data / "truth_transfers.csv", dtype={"deposit_rows": str, "source": str, "target": str})
-    rows = set(tx["row_id"].tolist())
-    truth = truth[truth["withdrawal_row"].isin(rows) & truth["deposit_rows"].map(lambda r: all(int(x) in rows for x in r.split()))]
-    assigned = set(zip(result.transfers["withdrawal_rows"], result.transfers["deposit_rows"]))
-    truth["assigned"] = [(str(w), dep) in assigned for w, dep in zip(truth["withdrawal_row"], truth["deposit_rows"])]
+    true_rows = pd.MultiIndex.from_arrays([truth["withdrawal_row"].astype(str), truth["deposit_rows"]])
+    truth["assigned"] = true_rows.isin(pd.MultiIndex.from_frame(result.transfers[["withdrawal_rows", "deposit_rows"]]))
     print(f"link inference on the slice: {result.stats['links']:,} links; {len(truth):,} true transfers, assigned to their "
           f"deposit {truth['assigned'].mean():.3f} {truth.groupby('kind')['assigned'].mean().round(3).to_dict()}")
     pairs = truth.groupby(["source", "target", "kind"]).agg(n=("assigned", "size"), a=("assigned", "sum")).reset_index()
-    linked = set(zip(result.links["source"], result.links["target"]))
-    pairs["linked"] = [(a, b) in linked for a, b in zip(pairs["source"], pairs["target"])]
+    pairs["linked"] = pd.MultiIndex.from_frame(pairs[["source", "target"]]).isin(pd.MultiIndex.from_frame(result.links[["source", "target"]]))
     for k in (1, 2, 3, 5):
         p = pairs[pairs["n"] >= k]
         whole = p[p["a"] == p["n"]]

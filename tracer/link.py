@@ -1037,7 +1037,7 @@ def _transfer_sums(engine: LinkEngine, t: _Candidates, evidence: np.ndarray, kee
     """Pair sums (as :meth:`LinkEngine.scan`'s) of settled transfers (those at ``keep``, default
     all; taken column by column, not as a copy of the transfers): each withdrawal is in one
     transfer, so its best candidate is that transfer; summed in withdrawal row id order."""
-    pair, first, cut = engine.pair_code(t), t.w_members[:, 0], t.kind == 1
+    pair, first, cut = engine.pair_code(t), t.w_members[:, 0], t.kind == KINDS.index("cut")
     if keep is not None:
         pair, first, cut, evidence = pair[keep], first[keep], cut[keep], evidence[keep]
     order = np.lexsort((first, pair))
