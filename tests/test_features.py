@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracer.features import BEHAVIOUR_COLUMNS, FLOW_COLUMNS, account_features, behaviour_features, flow_features
+from tracer.features import BEHAVIOUR_COLUMNS, FLOW_COLUMNS, account_features, behaviour_features
 from tracer.link import LINK_COLUMNS
 
 DAY, HOUR = 86400, 3600

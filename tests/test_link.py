@@ -365,6 +365,25 @@ def test_blocks_give_the_same_links_as_one_block():
     assert set(zip(one.links.source, one.links.target)) == set(zip(many.links.source, many.links.target))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_repetition_is_read_across_short_blocks(seed):
+    """At density a candidate block spans days, so a weekly relationship has one transfer per block.
+    Pass 1 reads repetition over ``support_days``: the pair keeps all its transfers, as with one
+    block, although each (a common round amount) has coincidences to compete with. Read within the
+    short blocks alone, the repetition is missed and many of its transfers go to coincidences."""
+    rng = np.random.default_rng(seed)
+    rows = background(rng, n_rows=12_000)
+    rows += weekly_flow(rng, "P", "Q", 50, lambda: rng.integers(1, 25) * 2000, lambda: rng.integers(60, 30 * 3600))
+    tx = frame(rows)
+
+    def kept(**options) -> int:
+        t = infer_links(tx, **options).transfers
+        return int(((t.source == "P") & (t.target == "Q")).sum())
+
+    assert kept(block_withdrawals=10**9) == kept(block_withdrawals=60) == 50  # 60 withdrawals: ~4 days
+    assert kept(block_withdrawals=60, support_days=1) < 40
+
+
 def test_second_stage_finds_a_side_link_between_relay_accounts():
     """S0 relays cash to T1 ten times besides its forty relays to T0: too few for a busy source and
     target in the first stage; among the relay accounts' unexplained rows the second stage finds it."""
@@ -411,8 +430,9 @@ def test_forked_runs_give_the_same_result(block_withdrawals, side_by_side, monke
 
 def test_runs_side_by_side_only_when_memory_allows_two(monkeypatch):
     """The two runs are forked side by side only when MemAvailable covers both (~120 bytes per row
-    plus a block of candidates each): at 100M rows two runs did not fit and one was OOM-killed.
-    Otherwise they run one after the other, each sharing its blocks out to both cores."""
+    plus the larger of a block of candidates and a pass-1 block of rows, each): at 100M rows two runs
+    did not fit and one was OOM-killed. Otherwise they run one after the other, each sharing its
+    blocks out to both cores."""
     from tracer import link
 
     rng = np.random.default_rng(3)
@@ -420,7 +440,8 @@ def test_runs_side_by_side_only_when_memory_allows_two(monkeypatch):
     runs = link.LocalRuns(tx, link.LinkOptions())
     runs.n_withdrawals = 50_000_000  # as if the input had 100M rows
     runs.n_deposits = 50_000_000
-    one_run = 120 * 100_000_000 + 100 * runs.engine.opts.block_candidates
+    support_rows = 100_000_000 * runs.engine.support_span / (runs.t1 - runs.t0)  # the input spans about a year
+    one_run = 120 * 100_000_000 + max(link.CANDIDATE_BYTES * runs.engine.opts.block_candidates, link.SUPPORT_ROW_BYTES * support_rows)
     monkeypatch.setattr(link.os, "cpu_count", lambda: 2)
     assert runs._processes() == 2
     monkeypatch.setattr(link, "_available_memory", lambda: 1.5 * one_run)

@@ -45,6 +45,8 @@ from tracer._pages import small_pages
 KINDS = ("exact", "cut", "split", "merge", "stated")  # stated: named by a counterparty column
 _TIME_BITS = 30  # composite sort key: key << 30 | seconds since start (34 years of range)
 MIN_NULL = 25  # a null family needs this many decoys of its own; fewer borrow the wider family's
+CANDIDATE_BYTES = 100  # peak memory per candidate of a pass-2 block (measured ~80-100)
+SUPPORT_ROW_BYTES = 400  # peak memory per row of a pass-1 block, with the repeated pairs it carries (measured ~300 + pairs)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ class LinkOptions:
     holds about ``block_candidates`` candidates, measured on a probe of the data."""
     block_candidates: int = 8_000_000
     """Candidate budget of one block when ``block_withdrawals`` is None (~100 bytes each at peak, measured)."""
+    support_days: float = 182.0
+    """Pass 1 reads each pair's repetition in time blocks at least this long (several candidate blocks
+    merged): at density a candidate block spans days, less than the period of a weekly or monthly
+    relationship, whose transfers would each look alone. Longer: more memory in pass 1 (its rows)."""
     processes: int | None = None
     """Processes for the two independent runs (forward and mirrored: side by side, forked, when
     memory allows both, else one after the other with their time blocks shared out); None: 2 when
@@ -100,6 +106,8 @@ class LinkOptions:
     def __post_init__(self) -> None:
         if self.block_withdrawals is not None and self.block_withdrawals < 1:
             raise ValueError("block_withdrawals must be a positive number of withdrawals, or None for automatic blocks")
+        if self.support_days <= 0:
+            raise ValueError("support_days must be a positive number of days")
         if self.window_hours <= 0 or min(self.max_candidates, self.max_cut_candidates) < 1 or not 0 < self.max_q <= 1:
             raise ValueError("window_hours, max_candidates and max_cut_candidates must be positive and max_q in (0, 1]")
 
@@ -311,6 +319,7 @@ class LinkEngine:
         self.opts = opts
         self.window = int(round(opts.window_hours * 3600))
         self.reach = self.window + int(opts.combo_span_hours * 3600)
+        self.support_span = int(opts.support_days * 86400)
         self.share = account_share
         self.n_withdrawals = n_withdrawals
         self.span = max(span_seconds, 1.0)
@@ -360,7 +369,6 @@ class LinkEngine:
         merges = _take_rows(merges, np.flatnonzero(own[merges.members[:, 0]]))
         merges = _take_rows(merges, np.argsort(position[merges.members[:, 0]], kind="stable"))  # in visit order
         splits = _combos(D, combo_span, o.combo_neighbours) if o.splits else _take_rows(D, empty)
-        W_all, D_all = _append(W, merges), _append(D, splits)
         floor = 1.0 / self.span
         per_row = np.zeros((n_w, len(_ROW_FIELDS)), dtype=np.int64)
         rate = np.zeros((n_w, 3))
@@ -395,15 +403,18 @@ class LinkEngine:
         b_order = np.concatenate([b_order[0] if len(b_order[0]) else np.zeros(n_d if len(b_order[1]) else 0, dtype=np.int64), b_order[1]])
         sup_pair, sup_score = (support.pair, support.score) if support is not None else (empty, np.empty(0))
         sup_start = np.searchsorted(sup_pair, np.arange(len(self.share) + 1, dtype=np.int64) * len(self.share))
-        lo_hi = per_row[own]
-        bound = int((lo_hi[:, _X_HI] - lo_hi[:, _X_LO]).sum() + np.maximum(lo_hi[:, _S_HI] - lo_hi[:, _S_LO], 0).sum()
-                    + np.maximum(m_hi - m_lo, 0).sum()
-                    + np.minimum(lo_hi[:, _B_HI0] - lo_hi[:, _B_LO0] + lo_hi[:, _B_HI1] - lo_hi[:, _B_LO1], o.max_cut_candidates).sum())
+        x, sp, b0, b1 = (np.where(own, per_row[:, hi] - per_row[:, lo], 0)  # range lengths of the owned withdrawals
+                         for lo, hi in ((_X_LO, _X_HI), (_S_LO, _S_HI), (_B_LO0, _B_HI0), (_B_LO1, _B_HI1)))
+        bound = int(x.sum() + np.maximum(sp, 0).sum() + np.maximum(m_hi - m_lo, 0).sum() + np.minimum(b0 + b1, o.max_cut_candidates).sum())
+        del x, sp, b0, b1
+        tables = _table(D, x_order), _table(D, b_order), _table(splits, s_order, offset=n_d)
+        per_row, rate = per_row[visit], rate[visit]  # in the kernel's order (rebound: the unordered copies are freed)
         out = _scan_kernel(
-            per_row[visit], rate[visit], _table(D_all, x_order), _table(D_all, b_order), _table(D_all, s_order + n_d), m_table, m_rate,
+            per_row, rate, *tables, m_table, m_rate,
             o.max_cut_candidates, self.share, self.window, o.min_lag_seconds, sup_pair, sup_score, sup_start,
             self.n_withdrawals, self.log_factorial, store, repeats_only, bound)
-        return _Scan(W_all, D_all, *out)
+        del per_row, rate, tables
+        return _Scan(_append(W, merges), _append(D, splits), *out)
 
     def _bands(self, D: _Rows, W: _Rows, rows: np.ndarray, tol: float, offset: int, deposit_counts: Counts,
                per_row: np.ndarray, rate: np.ndarray) -> np.ndarray:
@@ -486,10 +497,10 @@ _ROW_FIELDS = ("row", "own", "acc", "t", "amount", "x_lo", "x_hi", "b_lo0", "b_h
  _M_END) = range(len(_ROW_FIELDS))
 
 
-def _table(D: _Rows, order: np.ndarray) -> np.ndarray:
-    """Deposit rows ``order`` as a (n, 4) table: row, account, time of the last part, amount (sorted
-    copies, so a withdrawal's range is read in one sweep)."""
-    return np.stack([order, D.account[order], D.t_last[order], D.amount[order]], axis=1)
+def _table(D: _Rows, order: np.ndarray, offset: int = 0) -> np.ndarray:
+    """Deposit rows ``order`` as a (n, 4) table: row (+ ``offset``: split sums follow the deposits),
+    account, time of the last part, amount (sorted copies, so a withdrawal's range is read in one sweep)."""
+    return np.stack([order + offset, D.account[order], D.t_last[order], D.amount[order]], axis=1)
 
 
 def _concat(parts: list[_Candidates]) -> _Candidates:
@@ -641,17 +652,22 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
     c_e = np.empty(size)
     c_pair = np.empty(size, dtype=np.int64)
     c_target = np.empty(size, dtype=np.int32)
-    p_code = np.empty(bound, dtype=np.int64)
-    p_e = np.empty(bound)
-    p_cut = np.empty(bound)
-    p_n = np.empty(bound, dtype=np.int64)
-    p_score = np.empty(bound)
+    capacity = bound if store else min(bound, 2 * len(rows) + 1024)  # pass 1 carries few pairs: grown on demand
+    p_code = np.empty(capacity, dtype=np.int64)
+    p_e = np.empty(capacity)
+    p_cut = np.empty(capacity)
+    p_n = np.empty(capacity, dtype=np.int64)
+    p_score = np.empty(capacity)
     k, n_pairs, n_s, group_k, a = 0, 0, 0, 0, -1
     for v in range(len(rows) + 1):
         if v < len(rows) and rows[v, _OWN] == 0:
             continue
         if v == len(rows) or rows[v, _ACC] != a:  # the previous source account is done: its pairs, in target order
             distinct = np.sort(s_touched[:n_s])
+            if n_pairs + n_s > len(p_code):
+                capacity = max(2 * len(p_code), n_pairs + n_s)
+                p_code, p_e, p_cut = _grown(p_code, capacity), _grown(p_e, capacity), _grown(p_cut, capacity)
+                p_n, p_score = _grown(p_n, capacity), _grown(p_score, capacity)
             q, lo = n_pairs, sup_start[a]
             for x in range(n_s):
                 b = distinct[x]
@@ -715,6 +731,14 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
     end = k if store else 0
     return (p_code[:n_pairs], p_e[:n_pairs], p_cut[:n_pairs], p_n[:n_pairs], p_score[:n_pairs], k,
             c_wi[:end], c_dj[:end], c_kind[:end], c_e[:end], c_pair[:end])
+
+
+@numba.njit(cache=True, nogil=True)
+def _grown(a, capacity):  # pragma: no cover - compiled
+    """A copy of ``a`` with room for ``capacity`` entries."""
+    out = np.empty(capacity, dtype=a.dtype)
+    out[:len(a)] = a
+    return out
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -794,6 +818,10 @@ class BlockGrid:
         """Block that owns a withdrawal at time ``t``."""
         return (t - self.origin) // self.length
 
+    def spanning(self, seconds: int) -> "BlockGrid":
+        """This grid with its blocks merged, as few at a time as span ``seconds`` (pass 1's grid)."""
+        return BlockGrid(self.origin, self.length * max(1, -(-seconds // self.length)), self.reach)
+
 
 def make_block(W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, own: np.ndarray) -> Block:
     """A block from its rows (base rows of one side each, any order)."""
@@ -808,6 +836,13 @@ class _BlockSource:
     def __init__(self, W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, grid: BlockGrid):
         self.W, self.D, self.w_id, self.d_id, self.grid = W, D, w_id, d_id, grid
         self.keys = np.unique(grid.index(W.t_first))
+
+    def largest_rows(self) -> int:
+        """Rows (withdrawals and deposits, halo included) of the largest block."""
+        g, start = self.grid, self.grid.origin + self.keys * self.grid.length
+        w = np.searchsorted(self.W.t_first, start + g.length + g.reach) - np.searchsorted(self.W.t_first, start)
+        d = np.searchsorted(self.D.t_first, start + g.length + 2 * g.reach) - np.searchsorted(self.D.t_first, start)
+        return int((w + d).max(initial=0))
 
     def __getitem__(self, k: int) -> Block:
         g = self.grid
@@ -936,13 +971,14 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d
 
     t_min, t_max = (int(W.t_first.min()), int(W.t_first.max())) if len(W) else (0, 0)  # the grid starts at the earliest withdrawal
     grid = block_grid(engine, rates, len(W), t_min, t_max, probe_rows)
-    source = _BlockSource(W, D, w_id, d_id, grid)
     single = grid.is_single(W)
-    state = _BlockState(engine, rates, source, None)
-    sums, counts = ([], []) if single else zip(*_map_blocks(state, _pass_one, processes, f"{label}, pass 1"))
+    state = _BlockState(engine, rates, _BlockSource(W, D, w_id, d_id, grid.spanning(engine.support_span)), None)
+    sums, counts = ([], []) if single else zip(*_map_blocks(state, _pass_one, processes, f"{label}, pass 1",
+                                                            SUPPORT_ROW_BYTES * state.source.largest_rows()))
     state.support = pass_one_support(engine, list(sums), single)
     del sums  # only the support they add up to is needed from here on
-    parts = _map_blocks(state, _pass_two, processes, f"{label}, pass 2")
+    state.source = _BlockSource(W, D, w_id, d_id, grid)
+    parts = _map_blocks(state, _pass_two, processes, f"{label}, pass 2", CANDIDATE_BYTES * engine.opts.block_candidates)
     return orientation(engine, parts, sum(counts) if not single else None, rates)
 
 
@@ -1002,11 +1038,12 @@ def _pass_two(k: int, state: _BlockState | None = None) -> tuple[_Candidates, np
     return block_transfers(s.engine, s.rates, s.source[k], s.support)
 
 
-def _map_blocks(state: _BlockState, fn: Callable, processes: int, desc: str) -> list:
-    """``fn`` over the blocks in order, here or in forked workers (results in block order)."""
+def _map_blocks(state: _BlockState, fn: Callable, processes: int, desc: str, block_bytes: float) -> list:
+    """``fn`` over the blocks in order, here or in forked workers (results in block order); one
+    process when ``processes`` blocks of ``block_bytes`` each would not fit in memory."""
     keys = [int(k) for k in state.source.keys]
-    if processes > 1 and _available_memory() < processes * 100 * state.engine.opts.block_candidates:
-        processes = 1  # a block of candidates per worker would not fit
+    if processes > 1 and _available_memory() < processes * block_bytes:
+        processes = 1
     bar = tqdm(total=len(keys), desc=f"  {desc}", unit="block", file=sys.stderr, leave=False,
                disable=not state.engine.opts.progress or len(keys) < 2)
     with bar:
@@ -1249,11 +1286,13 @@ class LocalRuns:
 
     def _both_runs_fit(self) -> bool:
         """Does memory allow two whole runs at once? Each holds its rows, sort orders and population
-        rates (~120 bytes per row) and a block of candidates (~100 bytes each) at the peak: measured
-        198 bytes per row for a whole run at 10M rows, and one of two forked runs at 100M rows was
-        OOM-killed at 12.4 GB."""
-        per_run = 120 * (self.n_withdrawals + self.n_deposits) + 100 * self.engine.opts.block_candidates
-        return _available_memory() >= 2 * per_run
+        rates (~120 bytes per row) and at the peak a block: of candidates in pass 2, of rows spanning
+        ``support_days`` in pass 1. Measured 198 bytes per row for a whole run at 10M rows, and one
+        of two forked runs at 100M rows was OOM-killed at 12.4 GB."""
+        rows = self.n_withdrawals + self.n_deposits
+        support_rows = rows * min(1.0, self.engine.support_span / max(self.t1 - self.t0, 1))
+        block = max(CANDIDATE_BYTES * self.engine.opts.block_candidates, SUPPORT_ROW_BYTES * support_rows)
+        return _available_memory() >= 2 * (120 * rows + block)
 
 
 def _available_memory() -> float:

@@ -1,7 +1,8 @@
 """Link inference on Spark: the local engine's block functions, run partition by partition.
 
 A partition is one time block of an orientation (its own span plus the halo, see
-:class:`tracer.link.BlockGrid`): every row is copied to the blocks that see it and
+:class:`tracer.link.BlockGrid`; pass 1's blocks are several of pass 2's merged, see
+``LinkOptions.support_days``): every row is copied to the blocks that see it and
 ``groupBy(block).applyInPandas`` runs :func:`tracer.link.block_pair_sums` (pass 1) and
 :func:`tracer.link.block_transfers` (pass 2) on each. Only small things come back to the driver:
 per-account counts, the rates (distinct amounts with their counts), pass 1's repeated-pair sums and
@@ -120,19 +121,19 @@ class SparkRuns:
 
         grid = block_grid(engine, rates, n_w, int(w_stats[1] or 0), int(w_stats[2] or 0), probe_rows)
         single = n_w == 0 or int(w_stats[2]) < grid.origin + grid.length
-        blocks = _assign_blocks(rows, grid)
-        shared = sc.broadcast((engine, rates, grid))
+        support_grid = grid.spanning(engine.support_span)
+        shared = sc.broadcast((engine, rates, grid, support_grid))
         sums, counts = [], []
         if not single:
             def pass_one(pdf: pd.DataFrame) -> pd.DataFrame:
-                eng, rt, g = shared.value
+                eng, rt, _, g = shared.value
                 part, n = block_pair_sums(eng, rt, _block(pdf, g), carry_repeats_only=True)
                 out = pd.DataFrame({"pair": part.index.to_numpy(np.int64), "e": part["e"].to_numpy(),
                                     "e_cut": part["e_cut"].to_numpy(), "n": part["n"].to_numpy(np.int64)})
                 out = pd.concat([out, pd.DataFrame({"pair": [_COUNT], "e": [0.0], "e_cut": [0.0], "n": [n]})], ignore_index=True)
                 return _numbered(out, pdf)
 
-            got = blocks.groupBy("block").applyInPandas(pass_one, _SUMS).toPandas().sort_values(["block", "seq"])
+            got = _assign_blocks(rows, support_grid).groupBy("block").applyInPandas(pass_one, _SUMS).toPandas().sort_values(["block", "seq"])
             is_count = got["pair"].to_numpy() == _COUNT
             counts.append(int(got.loc[is_count, "n"].sum()))
             got = got[~is_count]
@@ -141,11 +142,11 @@ class SparkRuns:
         support = sc.broadcast(pass_one_support(engine, sums, single))
 
         def pass_two(pdf: pd.DataFrame) -> pd.DataFrame:
-            eng, rt, g = shared.value
+            eng, rt, g, _ = shared.value
             c, e, weight, n = block_transfers(eng, rt, _block(pdf, g), support.value)
             return _numbered(_transfer_rows(c, e, weight, n), pdf)
 
-        got = blocks.groupBy("block").applyInPandas(pass_two, _TRANSFERS).toPandas().sort_values(["block", "seq"])
+        got = _assign_blocks(rows, grid).groupBy("block").applyInPandas(pass_two, _TRANSFERS).toPandas().sort_values(["block", "seq"])
         parts = [_parts_of(g) for _, g in got.groupby("block", sort=True)]
         shared.unpersist()
         support.unpersist()
