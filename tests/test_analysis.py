@@ -330,3 +330,18 @@ def test_careful_lookalikes_are_not_flagged_on_an_unbenchmarked_seed():
     assert all(v == 0 for v in metrics["lookalikes_flagged"].values()), metrics["lookalikes_flagged"]
     assert metrics["accounts"]["f1"] >= 0.9, metrics["accounts"]
     assert metrics["links"]["precision"] >= 0.95, metrics["links"]
+
+
+def test_link_recall_is_reported_by_the_true_links_transfer_count():
+    """Recall per band of true transfers: a one-off payment and a weekly relationship are not
+    equally findable, and the overall recall mixes them in the data's proportions."""
+    from tracer.evaluate import evaluate
+
+    truth_links = pd.DataFrame({"source": ["a", "b", "c", "d", "e"], "target": ["x", "x", "x", "x", "x"],
+                                "kind": ["legit", "legit", "legit", "criminal", "legit"], "n_transfers": [1, 1, 2, 6, 30]})
+    truth_accounts = pd.DataFrame({"client_id": list("abcdex"), "role": ["normal"] * 6})
+    found = pd.DataFrame({"source": ["a", "d", "e"], "target": ["x", "x", "x"]})
+    accounts = truth_accounts.assign(score=0.0)
+    links = evaluate(truth_accounts, truth_links, accounts, found)["links"]
+    assert links["recall_by_transfers"] == {"1": 0.5, "2": 0.0, "5-9": 1.0, "10+": 1.0}
+    assert links["recall"] == 0.6

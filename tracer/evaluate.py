@@ -7,6 +7,10 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
+TRANSFER_BANDS = [0, 1, 2, 4, 9, float("inf")]  # true transfers of a link, for recall by band
+TRANSFER_LABELS = ["1", "2", "3-4", "5-9", "10+"]
+
+
 def _prf(tp: int, n_pred: int, n_true: int) -> dict[str, float]:
     precision = tp / n_pred if n_pred else 1.0
     recall = tp / n_true if n_true else 1.0
@@ -39,6 +43,13 @@ def evaluate(truth_accounts: pd.DataFrame, truth_links: pd.DataFrame, accounts: 
     tp = len(found & true_pairs)
     out["links"] = _prf(tp, len(found), len(true_pairs))
     out["links"]["criminal_recall"] = round(len(found & crim_pairs) / len(crim_pairs), 4) if crim_pairs else None
+    if "n_transfers" in truth_links:  # single transfers are indistinguishable from coincidence at density: say so
+        n = truth_links["n_transfers"].to_numpy()
+        pairs = list(zip(truth_links["source"].astype(str), truth_links["target"].astype(str)))
+        hit = pd.Series([p in found for p in pairs])
+        bands = pd.cut(n, TRANSFER_BANDS, labels=TRANSFER_LABELS)
+        out["links"]["recall_by_transfers"] = {label: round(float(hit[bands == label].mean()), 4)
+                                               for label in TRANSFER_LABELS if (bands == label).any()}
     out["links"]["predicted"] = len(found)
     out["links"]["false"] = len(found - true_pairs)
     if "q_value" in links and len(links):
