@@ -365,6 +365,37 @@ def test_blocks_give_the_same_links_as_one_block():
     assert set(zip(one.links.source, one.links.target)) == set(zip(many.links.source, many.links.target))
 
 
+def test_pass_one_blocks_span_support_days_within_a_row_budget():
+    """Pass 1 merges candidate blocks to span ``support_days``, but no more than ``support_rows``
+    rows at the average rate fit in one: a dense quarter must not become one block of all its rows."""
+    from tracer.link import BlockGrid, LinkOptions, make_engine
+
+    day = 86_400
+    grid = BlockGrid(origin=0, length=2 * day, reach=4 * day)
+    engine = make_engine(LinkOptions(support_days=30), np.ones(2, np.int64), np.ones(2, np.int64), 0, 365 * day)
+    support = lambda rows_a_day: engine.support_grid(grid, n_rows=365 * rows_a_day, t_min=0, t_max=365 * day).length // day
+    assert support(1_000) == 30
+    assert support(1_000_000) == 12  # 12M rows (support_rows) in 12 days
+    assert support(100_000_000) == 2  # never shorter than a candidate block
+
+
+def test_pass_one_carries_the_strongest_repeated_pairs_within_its_budget():
+    """A pass-1 block carries at most ``keep`` pairs: its repeated pairs with the highest scores."""
+    from tracer import link
+
+    tx = frame(background(np.random.default_rng(4), n_accounts=40, n_rows=20_000))
+    runs = link.LocalRuns(tx, link.LinkOptions())
+    (W, w_id), (D, d_id) = runs._side(runs.w_rows, False, -1), runs._side(runs.d_rows, False, 1)
+    rates = runs.engine.rates(W, D)
+    block = link.make_block(W, D, w_id, d_id, np.ones(len(W), dtype=bool))
+    every, n_every = link.block_pair_sums(runs.engine, rates, block, keep=10**9)
+    top, n_top = link.block_pair_sums(runs.engine, rates, block, keep=50)
+    assert len(every) > 200 and (every["n"] >= 2).all() and n_every == n_top
+    strongest = runs.engine.pair_scores(every)["score"].sort_values(ascending=False, kind="stable").index[:50]
+    assert list(top.index) == sorted(strongest)
+    pd.testing.assert_frame_equal(top, every.loc[top.index])
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_repetition_is_read_across_short_blocks(seed):
     """At density a candidate block spans days, so a weekly relationship has one transfer per block.
@@ -440,7 +471,7 @@ def test_runs_side_by_side_only_when_memory_allows_two(monkeypatch):
     runs = link.LocalRuns(tx, link.LinkOptions())
     runs.n_withdrawals = 50_000_000  # as if the input had 100M rows
     runs.n_deposits = 50_000_000
-    support_rows = 100_000_000 * runs.engine.support_span / (runs.t1 - runs.t0)  # the input spans about a year
+    support_rows = min(100_000_000 * runs.engine.support_span / (runs.t1 - runs.t0), runs.engine.opts.support_rows)  # ~a year
     one_run = 120 * 100_000_000 + max(link.CANDIDATE_BYTES * runs.engine.opts.block_candidates, link.SUPPORT_ROW_BYTES * support_rows)
     monkeypatch.setattr(link.os, "cpu_count", lambda: 2)
     assert runs._processes() == 2

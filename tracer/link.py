@@ -86,7 +86,15 @@ class LinkOptions:
     support_days: float = 182.0
     """Pass 1 reads each pair's repetition in time blocks at least this long (several candidate blocks
     merged): at density a candidate block spans days, less than the period of a weekly or monthly
-    relationship, whose transfers would each look alone. Longer: more memory in pass 1 (its rows)."""
+    relationship, whose transfers would each look alone."""
+    support_rows: int = 12_000_000
+    support_pairs: int = 40_000_000
+    """Pass 1 carries at most this many repeated pairs' sums over the run (~32 bytes each), an equal
+    share per pass-1 block, the strongest of each (the others are scored on their pass-2 block). At
+    the 100M-row set's density a half year holds 16M pairs that repeat: carrying them all over five
+    years ran out of memory."""
+    """...unless a pass-1 block would then hold more rows than this at the average rate (its memory
+    follows its rows: ~270 bytes each measured, 400 assumed); then as long as this many rows."""
     processes: int | None = None
     """Processes for the two independent runs (forward and mirrored: side by side, forked, when
     memory allows both, else one after the other with their time blocks shared out); None: 2 when
@@ -106,8 +114,8 @@ class LinkOptions:
     def __post_init__(self) -> None:
         if self.block_withdrawals is not None and self.block_withdrawals < 1:
             raise ValueError("block_withdrawals must be a positive number of withdrawals, or None for automatic blocks")
-        if self.support_days <= 0:
-            raise ValueError("support_days must be a positive number of days")
+        if self.support_days <= 0 or self.support_rows < 1 or self.support_pairs < 1:
+            raise ValueError("support_days, support_rows and support_pairs must be positive")
         if self.window_hours <= 0 or min(self.max_candidates, self.max_cut_candidates) < 1 or not 0 < self.max_q <= 1:
             raise ValueError("window_hours, max_candidates and max_cut_candidates must be positive and max_q in (0, 1]")
 
@@ -325,15 +333,34 @@ class LinkEngine:
         self.span = max(span_seconds, 1.0)
         self.log_factorial = gammaln(np.arange(int(n_withdrawals.max(initial=0)) + 1) + 1.0)  # log(n!) by table
 
+    def support_grid(self, grid: BlockGrid, n_rows: int, t_min: int, t_max: int) -> BlockGrid:
+        """Pass 1's grid: ``grid``'s blocks merged, as few at a time as span ``support_days``, fewer
+        when a merged block would hold more than ``support_rows`` of the run's ``n_rows`` rows at the
+        average rate over [t_min, t_max] (counts only, so every engine merges alike)."""
+        rows_per_block = n_rows * grid.length / max(t_max - t_min + 1, 1)
+        by_span = -(-self.support_span // grid.length)
+        return grid.merged(min(by_span, int(self.opts.support_rows // max(rows_per_block, 1.0))))
+
+    def support_keep(self, grid: BlockGrid, t_max: int) -> int:
+        """Repeated pairs a pass-1 block of ``grid`` carries: an equal share of ``support_pairs``
+        among the grid's blocks up to the last withdrawal at ``t_max``."""
+        return max(1, self.opts.support_pairs // (int(grid.index(np.int64(t_max))) + 1))
+
     def pair_code(self, c: _Candidates) -> np.ndarray:
         """One int64 per (source, target) account pair."""
         return c.source.astype(np.int64) * len(self.share) + c.target
 
     def sum_pairs(self, parts: list[pd.DataFrame]) -> pd.DataFrame:
-        """Add up pair sums (:func:`block_pair_sums`) of disjoint sets of withdrawals (e.g. the blocks')."""
-        if not parts:
-            return pd.DataFrame({"e": [], "e_cut": [], "n": []}, index=pd.Index([], dtype=np.int64, name="pair"))
-        return pd.concat(parts).groupby(level=0).sum()
+        """Add up pair sums (:func:`block_pair_sums`) of disjoint sets of withdrawals (e.g. the
+        blocks', in order; ``parts`` is emptied as it is read: at 100M rows they hold ~100M pairs)."""
+        pair = np.concatenate([p.index.to_numpy(np.int64) for p in parts] or [np.empty(0, np.int64)])
+        cols = {c: np.concatenate([p[c].to_numpy() for p in parts] or [np.empty(0)]) for c in ("e", "e_cut", "n")}
+        parts.clear()
+        order = np.argsort(pair, kind="stable")  # a pair's blocks in order: sums do not depend on the engine
+        codes, start = np.unique(pair[order], return_index=True)
+        del pair
+        sums = {c: np.add.reduceat(v[order], start) if len(codes) else v[:0] for c, v in cols.items()}
+        return _sums_frame(codes, sums["e"], sums["e_cut"], sums["n"].astype(np.int64))
 
     def rates(self, W: _Rows, D: _Rows) -> Rates:
         o = self.opts
@@ -343,10 +370,10 @@ class LinkEngine:
         return Rates(Counts.of(D.amount), Counts.of(split_sums), n_merges / max(len(W), 1))
 
     def scan(self, W: _Rows, D: _Rows, w_id: np.ndarray, rates: Rates, own: np.ndarray | None = None,
-             support: Support | None = None, store: bool = True, repeats_only: bool = False) -> _Scan:
+             support: Support | None = None, store: bool = True, min_n: int = 1) -> _Scan:
         """Candidates of every kind with their evidence for the withdrawals flagged in ``own``
         (default: all of W; base rows, run ids ``w_id``), summed per pair as they are found (only
-        pairs of 2+ withdrawals when ``repeats_only``), and stored when ``store``.
+        pairs of ``min_n`` or more withdrawals), and stored when ``store``.
 
         Each withdrawal's candidates (exact, cut, split, and the merges it starts) are found
         together, withdrawals in order of source account then row id, so the best candidate per
@@ -355,8 +382,8 @@ class LinkEngine:
         sums) sorted by (key, time) as tables, and per withdrawal the range of each it searches.
         A merge belongs to the block that owns its earliest withdrawal.
         """
-        if store and repeats_only:
-            raise ValueError("stored candidates need every pair (their pair positions); repeats_only is for pass 1")
+        if store and min_n > 1:
+            raise ValueError("stored candidates need every pair (their pair positions); min_n is for pass 1")
         o = self.opts
         own = np.ones(len(W), dtype=bool) if own is None else own
         n_w, n_d, cap = len(W), len(D), o.max_candidates
@@ -412,7 +439,7 @@ class LinkEngine:
         out = _scan_kernel(
             per_row, rate, *tables, m_table, m_rate,
             o.max_cut_candidates, self.share, self.window, o.min_lag_seconds, sup_pair, sup_score, sup_start,
-            self.n_withdrawals, self.log_factorial, store, repeats_only, bound)
+            self.n_withdrawals, self.log_factorial, store, min_n, bound)
         del per_row, rate, tables
         return _Scan(_append(W, merges), _append(D, splits), *out)
 
@@ -627,7 +654,7 @@ def _candidate(wi, dj, b, t_d, kind, rate, stamp, w_acc, w_t, share, window, min
 
 @numba.njit(cache=True, nogil=True)
 def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut, share, window, min_lag,
-                 sup_pair, sup_score, sup_start, n_withdrawals, log_factorial, store, repeats_only, bound):  # pragma: no cover
+                 sup_pair, sup_score, sup_start, n_withdrawals, log_factorial, store, min_n, bound):  # pragma: no cover
     """:meth:`LinkEngine.scan`'s pass over the withdrawals (``rows``: one per withdrawal, by account
     then row id, columns ``_ROW_FIELDS``; ``rates``: exact, band, split): each owned withdrawal's
     candidates (exact, cut band, split, the merges it starts), the best per target, summed per pair
@@ -672,7 +699,7 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
             for x in range(n_s):
                 b = distinct[x]
                 n = s_n[b]
-                if n > 1 or not repeats_only:
+                if n >= min_n:
                     code = a * n_acc + b
                     p_code[q], p_e[q], p_cut[q], p_n[q] = code, s_e[b], s_ecut[b], n
                     s_final[b] = q
@@ -818,9 +845,9 @@ class BlockGrid:
         """Block that owns a withdrawal at time ``t``."""
         return (t - self.origin) // self.length
 
-    def spanning(self, seconds: int) -> "BlockGrid":
-        """This grid with its blocks merged, as few at a time as span ``seconds`` (pass 1's grid)."""
-        return BlockGrid(self.origin, self.length * max(1, -(-seconds // self.length)), self.reach)
+    def merged(self, blocks: int) -> "BlockGrid":
+        """This grid with its blocks merged ``blocks`` at a time."""
+        return BlockGrid(self.origin, self.length * max(1, blocks), self.reach)
 
 
 def make_block(W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, own: np.ndarray) -> Block:
@@ -911,15 +938,16 @@ class Support:
 
 
 
-def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block, carry_repeats_only: bool) -> tuple[pd.DataFrame, int]:
+def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block, keep: int) -> tuple[pd.DataFrame, int]:
     """Pass 1 on one block: support sums per pair of its owned withdrawals' candidates, and how
     many candidates there were.
 
-    With several blocks only pairs that repeat within the block are carried (most pairs are one
-    coincidence; this keeps pass 1's memory near a block's); the others get their support from
-    their own block in pass 2."""
-    s = engine.scan(block.W, block.D, block.w_id, rates, block.own, store=False, repeats_only=carry_repeats_only)
-    return _sums_frame(s.pair, s.e, s.e_cut, s.n), s.n_candidates
+    Only pairs that repeat within the block are carried, at most ``keep``, the highest scores
+    first (ties: lower pair code): most pairs are one coincidence, and this keeps pass 1's memory
+    near a block's; the others get their support from their own block in pass 2."""
+    s = engine.scan(block.W, block.D, block.w_id, rates, block.own, store=False, min_n=2)
+    top = np.sort(np.lexsort((s.pair, -s.score))[:keep]) if len(s.pair) > keep else slice(None)
+    return _sums_frame(s.pair[top], s.e[top], s.e_cut[top], s.n[top]), s.n_candidates
 
 
 def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Support | None) -> tuple[_Candidates, np.ndarray, np.ndarray, int]:
@@ -972,14 +1000,15 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d
     t_min, t_max = (int(W.t_first.min()), int(W.t_first.max())) if len(W) else (0, 0)  # the grid starts at the earliest withdrawal
     grid = block_grid(engine, rates, len(W), t_min, t_max, probe_rows)
     single = grid.is_single(W)
-    state = _BlockState(engine, rates, _BlockSource(W, D, w_id, d_id, grid.spanning(engine.support_span)), None)
-    sums, counts = ([], []) if single else zip(*_map_blocks(state, _pass_one, processes, f"{label}, pass 1",
-                                                            SUPPORT_ROW_BYTES * state.source.largest_rows()))
-    state.support = pass_one_support(engine, list(sums), single)
-    del sums  # only the support they add up to is needed from here on
+    support_grid = engine.support_grid(grid, len(W) + len(D), t_min, t_max)
+    state = _BlockState(engine, rates, _BlockSource(W, D, w_id, d_id, support_grid), None)
+    sums = [] if single else _map_blocks(state, _pass_one, processes, f"{label}, pass 1", SUPPORT_ROW_BYTES * state.source.largest_rows())
+    n_candidates = sum(n for _, n in sums)
+    sums = [frame for frame, _ in sums]
+    state.support = pass_one_support(engine, sums, single)  # empties sums: only the support is needed from here on
     state.source = _BlockSource(W, D, w_id, d_id, grid)
     parts = _map_blocks(state, _pass_two, processes, f"{label}, pass 2", CANDIDATE_BYTES * engine.opts.block_candidates)
-    return orientation(engine, parts, sum(counts) if not single else None, rates)
+    return orientation(engine, parts, n_candidates if not single else None, rates)
 
 
 @dataclass
@@ -1030,7 +1059,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def _pass_one(k: int, state: _BlockState | None = None) -> tuple[pd.DataFrame, int]:
     s = state or _FORKED
-    return block_pair_sums(s.engine, s.rates, s.source[k], carry_repeats_only=True)
+    return block_pair_sums(s.engine, s.rates, s.source[k], s.engine.support_keep(s.source.grid, int(s.source.W.t_first[-1])))
 
 
 def _pass_two(k: int, state: _BlockState | None = None) -> tuple[_Candidates, np.ndarray, np.ndarray, int]:
@@ -1057,8 +1086,8 @@ def _tick(bar: tqdm, result):
 
 
 def pass_one_support(engine: LinkEngine, sums: list[pd.DataFrame], single: bool) -> Support | None:
-    """Pass 1's pair support from the blocks' sums in block order (None for a single block: its
-    own candidates give the support in pass 2)."""
+    """Pass 1's pair support from the blocks' sums in block order (emptied as they are added up;
+    None for a single block: its own candidates give the support in pass 2)."""
     return None if single else Support.from_scores(engine.pair_scores(engine.sum_pairs(sums))["score"])
 
 
@@ -1290,8 +1319,9 @@ class LocalRuns:
         ``support_days`` in pass 1. Measured 198 bytes per row for a whole run at 10M rows, and one
         of two forked runs at 100M rows was OOM-killed at 12.4 GB."""
         rows = self.n_withdrawals + self.n_deposits
-        support_rows = rows * min(1.0, self.engine.support_span / max(self.t1 - self.t0, 1))
-        block = max(CANDIDATE_BYTES * self.engine.opts.block_candidates, SUPPORT_ROW_BYTES * support_rows)
+        opts = self.engine.opts
+        support_rows = min(rows * self.engine.support_span / max(self.t1 - self.t0, 1), opts.support_rows)
+        block = max(CANDIDATE_BYTES * opts.block_candidates, SUPPORT_ROW_BYTES * support_rows)
         return _available_memory() >= 2 * (120 * rows + block)
 
 

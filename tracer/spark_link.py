@@ -121,13 +121,14 @@ class SparkRuns:
 
         grid = block_grid(engine, rates, n_w, int(w_stats[1] or 0), int(w_stats[2] or 0), probe_rows)
         single = n_w == 0 or int(w_stats[2]) < grid.origin + grid.length
-        support_grid = grid.spanning(engine.support_span)
+        support_grid = engine.support_grid(grid, n_w + self.n_deposits, int(w_stats[1] or 0), int(w_stats[2] or 0))
+        keep = engine.support_keep(support_grid, int(w_stats[2] or 0))
         shared = sc.broadcast((engine, rates, grid, support_grid))
         sums, counts = [], []
         if not single:
             def pass_one(pdf: pd.DataFrame) -> pd.DataFrame:
                 eng, rt, _, g = shared.value
-                part, n = block_pair_sums(eng, rt, _block(pdf, g), carry_repeats_only=True)
+                part, n = block_pair_sums(eng, rt, _block(pdf, g), keep)
                 out = pd.DataFrame({"pair": part.index.to_numpy(np.int64), "e": part["e"].to_numpy(),
                                     "e_cut": part["e_cut"].to_numpy(), "n": part["n"].to_numpy(np.int64)})
                 out = pd.concat([out, pd.DataFrame({"pair": [_COUNT], "e": [0.0], "e_cut": [0.0], "n": [n]})], ignore_index=True)
