@@ -88,13 +88,13 @@ class LinkOptions:
     merged): at density a candidate block spans days, less than the period of a weekly or monthly
     relationship, whose transfers would each look alone."""
     support_rows: int = 12_000_000
+    """Pass-1 blocks are shorter than ``support_days`` when they would hold more rows than this at
+    the average rate (their memory follows their rows: ~270 bytes each measured, 400 assumed)."""
     support_pairs: int = 40_000_000
     """Pass 1 carries at most this many repeated pairs' sums over the run (~32 bytes each), an equal
     share per pass-1 block, the strongest of each (the others are scored on their pass-2 block). At
     the 100M-row set's density a half year holds 16M pairs that repeat: carrying them all over five
     years ran out of memory."""
-    """...unless a pass-1 block would then hold more rows than this at the average rate (its memory
-    follows its rows: ~270 bytes each measured, 400 assumed); then as long as this many rows."""
     processes: int | None = None
     """Processes for the two independent runs (forward and mirrored: side by side, forked, when
     memory allows both, else one after the other with their time blocks shared out); None: 2 when
