@@ -37,19 +37,17 @@ def evaluate(truth_accounts: pd.DataFrame, truth_links: pd.DataFrame, accounts: 
     if "persona" in truth:
         lookalike_personas = sorted(set(truth.loc[~is_crim, "persona"]) - {"normal"})
         out["lookalikes_flagged"] = {p: int((flagged & ~is_crim & (truth["persona"] == p)).sum()) for p in lookalike_personas}
-    true_pairs = set(zip(truth_links["source"].astype(str), truth_links["target"].astype(str)))
+    truth_pairs = list(zip(truth_links["source"].astype(str), truth_links["target"].astype(str)))
+    true_pairs = set(truth_pairs)
     crim_pairs = set(zip(*truth_links.loc[truth_links["kind"] == "criminal", ["source", "target"]].astype(str).to_numpy().T)) if (truth_links["kind"] == "criminal").any() else set()
     found = set(zip(links["source"].astype(str), links["target"].astype(str)))
     tp = len(found & true_pairs)
     out["links"] = _prf(tp, len(found), len(true_pairs))
     out["links"]["criminal_recall"] = round(len(found & crim_pairs) / len(crim_pairs), 4) if crim_pairs else None
     if "n_transfers" in truth_links:  # single transfers are indistinguishable from coincidence at density: say so
-        n = truth_links["n_transfers"].to_numpy()
-        pairs = list(zip(truth_links["source"].astype(str), truth_links["target"].astype(str)))
-        hit = pd.Series([p in found for p in pairs])
-        bands = pd.cut(n, TRANSFER_BANDS, labels=TRANSFER_LABELS)
-        out["links"]["recall_by_transfers"] = {label: round(float(hit[bands == label].mean()), 4)
-                                               for label in TRANSFER_LABELS if (bands == label).any()}
+        bands = pd.cut(truth_links["n_transfers"].to_numpy(), TRANSFER_BANDS, labels=TRANSFER_LABELS)
+        recall = pd.Series([p in found for p in truth_pairs]).groupby(bands, observed=True).mean()
+        out["links"]["recall_by_transfers"] = {str(label): round(float(r), 4) for label, r in recall.items()}
     out["links"]["predicted"] = len(found)
     out["links"]["false"] = len(found - true_pairs)
     if "q_value" in links and len(links):

@@ -1001,7 +1001,7 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d
     grid = block_grid(engine, rates, len(W), t_min, t_max, probe_rows)
     single = grid.is_single(W)
     support_grid = engine.support_grid(grid, len(W) + len(D), t_min, t_max)
-    state = _BlockState(engine, rates, _BlockSource(W, D, w_id, d_id, support_grid), None)
+    state = _BlockState(engine, rates, _BlockSource(W, D, w_id, d_id, support_grid), None, engine.support_keep(support_grid, t_max))
     sums = [] if single else _map_blocks(state, _pass_one, processes, f"{label}, pass 1", SUPPORT_ROW_BYTES * state.source.largest_rows())
     n_candidates = sum(n for _, n in sums)
     sums = [frame for frame, _ in sums]
@@ -1019,6 +1019,7 @@ class _BlockState:
     rates: Rates
     source: _BlockSource
     support: Support | None
+    support_keep: int  # repeated pairs a pass-1 block carries (:meth:`LinkEngine.support_keep`)
 
 
 _FORKED = None  # the state forked workers of :func:`_fork_map` read (inherited, never pickled)
@@ -1059,7 +1060,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def _pass_one(k: int, state: _BlockState | None = None) -> tuple[pd.DataFrame, int]:
     s = state or _FORKED
-    return block_pair_sums(s.engine, s.rates, s.source[k], s.engine.support_keep(s.source.grid, int(s.source.W.t_first[-1])))
+    return block_pair_sums(s.engine, s.rates, s.source[k], s.support_keep)
 
 
 def _pass_two(k: int, state: _BlockState | None = None) -> tuple[_Candidates, np.ndarray, np.ndarray, int]:
