@@ -164,6 +164,14 @@ def test_read_round_trips_tables(analysis, written):
     assert back.trace(str(analysis.networks.iloc[0]["members"].split()[0])).chains.shape[0] > 0
 
 
+def test_read_keeps_float_columns_float(analysis, written):
+    """The writer spells an integral float as "500"; every datajam transfer is $500.00."""
+    back = Analysis.read(written)
+    for name in ("links", "transfers"):
+        floats = [c for c, t in getattr(analysis, name).dtypes.items() if pd.api.types.is_float_dtype(t)]
+        assert floats and all(pd.api.types.is_float_dtype(getattr(back, name)[c]) for c in floats), name
+
+
 def test_read_restores_time_columns_as_datetimes(written):
     back = Analysis.read(written)
     assert pd.api.types.is_datetime64_any_dtype(back.links["first_time"])

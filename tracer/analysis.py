@@ -21,7 +21,7 @@ import networkx as nx
 import pandas as pd
 
 from tracer import __version__
-from tracer._io import current_umask
+from tracer._io import current_umask, write_csv
 from tracer.features import account_features, flow_features
 from tracer.graph import build_graph
 from tracer.link import LINK_COLUMNS, LinkOptions, infer_links
@@ -165,8 +165,8 @@ class Analysis:
         staging.chmod(0o777 & ~current_umask())
         try:
             self.accounts.to_csv(staging / "accounts.csv", index=False)
-            self.links.to_csv(staging / "links.csv", index=False)
-            self.transfers.to_csv(staging / "transfers.csv", index=False)
+            write_csv(self.links, staging / "links.csv")
+            write_csv(self.transfers, staging / "transfers.csv")
             self.networks.to_csv(staging / "networks.csv", index=False)
             self.rejected.to_csv(staging / "rejected.csv", index=False)
             self.to_html(staging / "network.html")
@@ -185,9 +185,12 @@ class Analysis:
         if missing:
             raise FileNotFoundError(f"{out}: not a complete tracer output folder (missing {', '.join(missing)})")
         accounts = pd.read_csv(out / "accounts.csv", dtype={"client_id": str, "reasons": str}, keep_default_na=False, na_values=[""])
-        links = pd.read_csv(out / "links.csv", dtype={"source": str, "target": str}, parse_dates=["first_time", "last_time"])
-        transfers = pd.read_csv(out / "transfers.csv", dtype={"source": str, "target": str, "withdrawal_rows": str, "deposit_rows": str},
-                                parse_dates=["first_time"])
+        # floats pinned: the writer spells an integral float "2", which would otherwise read back as int
+        links = pd.read_csv(out / "links.csv", parse_dates=["first_time", "last_time"], dtype={
+            "source": str, "target": str, "total_amount": float, "median_lag_hours": float, "score": float, "q_value": float})
+        transfers = pd.read_csv(out / "transfers.csv", parse_dates=["first_time"], dtype={
+            "source": str, "target": str, "withdrawal_rows": str, "deposit_rows": str, "amount_out": float, "amount_in": float,
+            "lag_hours": float, "evidence": float, "link_q_value": float})
         networks = pd.read_csv(out / "networks.csv", parse_dates=["first_time", "last_time"], dtype={"members": str})
         rejected = pd.read_csv(out / "rejected.csv")
         summary = json.loads((out / "summary.json").read_text())

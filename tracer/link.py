@@ -39,7 +39,7 @@ from scipy.special import gammaln
 from scipy.stats import chi2
 from tqdm import tqdm
 
-from tracer._io import atomic_write
+from tracer._io import write_csv
 from tracer._pages import small_pages
 
 KINDS = ("exact", "cut", "split", "merge", "stated")  # stated: named by a counterparty column
@@ -1207,8 +1207,7 @@ class LinkResult:
         out = Path(out_dir)
         paths = {"links": out / "links.csv", "transfers": out / "transfers.csv"}
         for name, path in paths.items():
-            with atomic_write(path, newline="") as handle:
-                getattr(self, name).to_csv(handle, index=False)
+            write_csv(getattr(self, name), path)
         return paths
 
     def __repr__(self) -> str:
