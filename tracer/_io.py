@@ -53,13 +53,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for writers that need a file name (pyarrow, networkx).
 
-    The temporary file becomes ``path`` only if the block finishes without an exception.
+    The temporary file becomes ``path`` only if the block finishes without an exception, and only
+    once its bytes are on disk (fsync, as :func:`atomic_write`), so the writer must have closed it.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = _temp_beside(target)
     try:
         yield Path(tmp_name)
+        fd = os.open(tmp_name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
