@@ -110,7 +110,7 @@ class SparkRuns:
         engine, sc = self.engine, self.spark.sparkContext
         rates = self._rates(rows)
         w_stats = rows.filter(~F.col("deposit")).agg(F.count("*"), F.min("t"), F.max("t")).first()
-        n_w = int(w_stats[0])
+        n_w, t_min, t_max = int(w_stats[0]), int(w_stats[1] or 0), int(w_stats[2] or 0)
 
         def probe_rows(start: int, width: int) -> tuple[_Rows, _Rows]:
             got = rows.filter((F.col("t") >= start) & (F.col("t") < start + width + 2 * engine.reach)).toPandas()
@@ -119,10 +119,10 @@ class SparkRuns:
             d = got[got["deposit"]]
             return _side(w), _side(d)
 
-        grid = block_grid(engine, rates, n_w, int(w_stats[1] or 0), int(w_stats[2] or 0), probe_rows)
-        single = n_w == 0 or int(w_stats[2]) < grid.origin + grid.length
-        support_grid = engine.support_grid(grid, n_w + self.n_deposits, int(w_stats[1] or 0), int(w_stats[2] or 0))
-        keep = engine.support_keep(support_grid, int(w_stats[2] or 0))
+        grid = block_grid(engine, rates, n_w, t_min, t_max, probe_rows)
+        single = n_w == 0 or t_max < grid.origin + grid.length
+        support_grid = engine.support_grid(grid, n_w + self.n_deposits, t_min, t_max)
+        keep = engine.support_keep(support_grid, t_max)
         shared = sc.broadcast((engine, rates, grid, support_grid))
         sums, counts = [], []
         if not single:
