@@ -379,29 +379,83 @@ def test_pass_one_blocks_span_support_days_within_a_row_budget():
     assert support(100_000_000) == 2  # never shorter than a candidate block
 
 
-def test_pass_one_carries_the_strongest_repeated_pairs_within_its_budget():
-    """A pass-1 block carries at most ``keep`` pairs: its repeated pairs with the highest scores."""
+def _pass_one(tx: pd.DataFrame, **options):
+    """Pass 1's support of the forward run of ``tx`` (blocks as ``options`` make them), and the run's
+    engine, sides and rates."""
     from tracer import link
 
-    tx = frame(background(np.random.default_rng(4), n_accounts=40, n_rows=20_000))
-    runs = link.LocalRuns(tx, link.LinkOptions())
+    runs = link.LocalRuns(tx, link.LinkOptions(**options))
     (W, w_id), (D, d_id) = runs._side(runs.w_rows, False, -1), runs._side(runs.d_rows, False, 1)
-    rates = runs.engine.rates(W, D)
-    block = link.make_block(W, D, w_id, d_id, np.ones(len(W), dtype=bool))
-    every, n_every = link.block_pair_sums(runs.engine, rates, block, keep=10**9)
-    top, n_top = link.block_pair_sums(runs.engine, rates, block, keep=50)
-    assert len(every) > 200 and (every["n"] >= 2).all() and n_every == n_top
-    strongest = runs.engine.pair_scores(every)["score"].sort_values(ascending=False, kind="stable").index[:50]
-    assert list(top.index) == sorted(strongest)
-    pd.testing.assert_frame_equal(top, every.loc[top.index])
+    engine, rates = runs.engine, runs.engine.rates(W, D)
+    t_min, t_max = int(W.t_first.min()), int(W.t_first.max())
+    grid = link.block_grid(engine, rates, len(W), t_min, t_max, probe_rows=None)
+    support_grid = engine.support_grid(grid, len(W) + len(D), t_min, t_max)
+    state = link._BlockState(engine, rates, link._BlockSource(W, D, w_id, d_id, support_grid))
+    link._pass_one_support(state, processes=1, label="test")
+    return state.support, len(state.source.keys), engine, W, D, w_id, rates
+
+
+def test_pass_one_reads_each_pairs_repetition_over_the_whole_run():
+    """Pass 1's support is the whole run's: every pair with two or more withdrawals, scored on all
+    its candidates, whether its withdrawals fall in one pass-1 block or in many (one-offs within a
+    block included), so the length of the blocks changes the work, not the result."""
+    rng = np.random.default_rng(4)
+    rows = background(rng, n_accounts=60, n_rows=20_000)
+    rows += weekly_flow(rng, "P", "Q", 40, lambda: 41_337, lambda: rng.integers(60, 30 * 3600), start=3 * DAY)
+    tx = frame(rows)
+    support, n_blocks, engine, W, D, w_id, rates = _pass_one(tx, block_withdrawals=500, support_days=10)
+    whole = engine.scan(W, D, w_id, rates, store=False)  # one scan over the run: its own pair sums
+    repeated = whole.n >= 2
+    assert n_blocks >= 15 and repeated.sum() > 1000
+    np.testing.assert_array_equal(support.pair, whole.pair[repeated])
+    np.testing.assert_allclose(support.score, engine.score(whole.pair, whole.e, whole.n)[repeated], rtol=1e-12, atol=1e-9)
+    longer, n_longer, *_ = _pass_one(tx, block_withdrawals=500, support_days=120)
+    assert n_longer < n_blocks / 3
+    np.testing.assert_array_equal(longer.pair, support.pair)
+    np.testing.assert_allclose(longer.score, support.score, rtol=1e-12, atol=1e-9)
+    assert engine_code(tx, "P") * len(engine.share) + engine_code(tx, "Q") in set(support.pair)  # ~1 transfer per block
+
+
+def engine_code(tx: pd.DataFrame, client_id: str) -> int:
+    """The link engine's code of an account (its category's code)."""
+    return int(list(tx["client_id"].cat.categories).index(client_id))
+
+
+def test_pass_one_hands_on_at_most_support_pairs_the_strongest():
+    """Over ``support_pairs`` repeated pairs, pass 1 keeps the highest scores, ties to the lower
+    pair code; adding the blocks up range by range keeps the same pairs as capping once."""
+    from tracer import link
+
+    capped = link.Support.strongest(np.array([1, 2, 3, 4, 5, 6]), np.array([0.5, 2.0, 1.0, 2.0, 1.0, 1.0]), 4)
+    np.testing.assert_array_equal(capped.pair, [2, 3, 4, 5])
+    tx = frame(background(np.random.default_rng(5), n_accounts=60, n_rows=20_000))
+    every, *_ = _pass_one(tx, block_withdrawals=500, support_days=30)
+    top, *_ = _pass_one(tx, block_withdrawals=500, support_days=30, support_pairs=100)
+    assert len(every.pair) > 1000 and len(top.pair) == 100
+    strongest = np.sort(np.lexsort((every.pair, -every.score))[:100])
+    np.testing.assert_array_equal(top.pair, every.pair[strongest])
+    np.testing.assert_array_equal(top.score, every.score[strongest])
+    spill = link.PairSpill()
+    try:
+        support, _, engine, W, D, w_id, rates = _pass_one(tx, block_withdrawals=500, support_days=30)
+        halves = np.arange(len(W)) < len(W) // 2
+        for k, own in enumerate((halves, ~halves)):
+            spill.write(k, link.block_pair_sums(engine, rates, link.make_block(W, D, w_id, np.arange(len(D)), own))[0])
+        for range_pairs in (10**9, 50):  # one range, many ranges (capped as they are read)
+            got = spill.support(engine, [0, 1], limit=100, range_pairs=range_pairs)
+            np.testing.assert_array_equal(got.pair, top.pair)
+            np.testing.assert_allclose(got.score, top.score, rtol=1e-12)
+    finally:
+        spill.close()
+    assert not spill.dir.exists()
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_repetition_is_read_across_short_blocks(seed):
     """At density a candidate block spans days, so a weekly relationship has one transfer per block.
-    Pass 1 reads repetition over ``support_days``: the pair keeps all its transfers, as with one
-    block, although each (a common round amount) has coincidences to compete with. Read within the
-    short blocks alone, the repetition is missed and many of its transfers go to coincidences."""
+    Pass 1 reads repetition over the whole run: the pair keeps all its transfers, as with one
+    block, although each (a common round amount) has coincidences to compete with, however short
+    pass 1's blocks are."""
     rng = np.random.default_rng(seed)
     rows = background(rng, n_rows=12_000)
     rows += weekly_flow(rng, "P", "Q", 50, lambda: rng.integers(1, 25) * 2000, lambda: rng.integers(60, 30 * 3600))
@@ -411,8 +465,7 @@ def test_repetition_is_read_across_short_blocks(seed):
         t = infer_links(tx, **options).transfers
         return int(((t.source == "P") & (t.target == "Q")).sum())
 
-    assert kept(block_withdrawals=10**9) == kept(block_withdrawals=60) == 50  # 60 withdrawals: ~4 days
-    assert kept(block_withdrawals=60, support_days=1) < 40
+    assert kept(block_withdrawals=10**9) == kept(block_withdrawals=60) == kept(block_withdrawals=60, support_days=1) == 50
 
 
 def test_second_stage_finds_a_side_link_between_relay_accounts():

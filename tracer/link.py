@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,17 +86,16 @@ class LinkOptions:
     block_candidates: int = 8_000_000
     """Candidate budget of one block when ``block_withdrawals`` is None (~100 bytes each at peak, measured)."""
     support_days: float = 182.0
-    """Pass 1 reads each pair's repetition in time blocks at least this long (several candidate blocks
-    merged): at density a candidate block spans days, less than the period of a weekly or monthly
-    relationship, whose transfers would each look alone."""
+    """Pass 1 (each pair's repetition over the whole run) reads the rows in time blocks at least this
+    long (several candidate blocks merged): its results do not depend on the length, its work does
+    (fewer, longer blocks share their deposit tables and halos and spill fewer pair sums)."""
     support_rows: int = 12_000_000
     """Pass-1 blocks are shorter than ``support_days`` when they would hold more rows than this at
     the average rate (their memory follows their rows: ~270 bytes each measured, 400 assumed)."""
     support_pairs: int = 40_000_000
-    """Pass 1 carries at most this many repeated pairs' sums over the run (~32 bytes each), an equal
-    share per pass-1 block, the strongest of each (the others are scored on their pass-2 block). At
-    the 100M-row set's density a half year holds 16M pairs that repeat: carrying them all over five
-    years ran out of memory."""
+    """Pass 1 hands pass 2 at most this many pairs that repeat over the run (~16 bytes each; the
+    highest scores): at the 100M-row set's density five years hold far more, mostly two
+    coincidences each; a pair left out is scored on its pass-2 block."""
     processes: int | None = None
     """Processes for the two independent runs (forward and mirrored: side by side, forked, when
     memory allows both, else one after the other with their time blocks shared out); None: 2 when
@@ -341,26 +342,22 @@ class LinkEngine:
         by_span = -(-self.support_span // grid.length)
         return grid.merged(min(by_span, int(self.opts.support_rows // max(rows_per_block, 1.0))))
 
-    def support_keep(self, grid: BlockGrid, t_max: int) -> int:
-        """Repeated pairs a pass-1 block of ``grid`` carries: an equal share of ``support_pairs``
-        among the grid's blocks up to the last withdrawal at ``t_max``."""
-        return max(1, self.opts.support_pairs // (int(grid.index(np.int64(t_max))) + 1))
-
     def pair_code(self, c: _Candidates) -> np.ndarray:
         """One int64 per (source, target) account pair."""
         return c.source.astype(np.int64) * len(self.share) + c.target
 
-    def sum_pairs(self, parts: list[pd.DataFrame]) -> pd.DataFrame:
-        """Add up pair sums (:func:`block_pair_sums`) of disjoint sets of withdrawals (e.g. the
-        blocks', in order; ``parts`` is emptied as it is read: at 100M rows they hold ~100M pairs)."""
-        pair = np.concatenate([p.index.to_numpy(np.int64) for p in parts] or [np.empty(0, np.int64)])
-        cols = {c: np.concatenate([p[c].to_numpy() for p in parts] or [np.empty(0)]) for c in ("e", "e_cut", "n")}
-        parts.clear()
-        order = np.argsort(pair, kind="stable")  # a pair's blocks in order: sums do not depend on the engine
+    def repeated_pairs(self, pair: np.ndarray, e: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Codes (ascending) and :meth:`score` of the pairs with two or more withdrawals, from
+        pair sums of disjoint sets of withdrawals (:func:`block_pair_sums` of several blocks, in
+        block order: a pair's sums are added in that order, so they do not depend on the engine)."""
+        order = np.argsort(pair, kind="stable")
         codes, start = np.unique(pair[order], return_index=True)
-        del pair
-        sums = {c: np.add.reduceat(v[order], start) if len(codes) else v[:0] for c, v in cols.items()}
-        return _sums_frame(codes, sums["e"], sums["e_cut"], sums["n"].astype(np.int64))
+        if not len(codes):
+            return codes, np.empty(0)
+        n_sum = np.add.reduceat(n[order].astype(np.int64), start)
+        e_sum = np.add.reduceat(e[order], start)
+        repeated = n_sum >= 2
+        return codes[repeated], self.score(codes[repeated], e_sum[repeated], n_sum[repeated])
 
     def rates(self, W: _Rows, D: _Rows) -> Rates:
         o = self.opts
@@ -370,10 +367,10 @@ class LinkEngine:
         return Rates(Counts.of(D.amount), Counts.of(split_sums), n_merges / max(len(W), 1))
 
     def scan(self, W: _Rows, D: _Rows, w_id: np.ndarray, rates: Rates, own: np.ndarray | None = None,
-             support: Support | None = None, store: bool = True, min_n: int = 1) -> _Scan:
+             support: Support | None = None, store: bool = True) -> _Scan:
         """Candidates of every kind with their evidence for the withdrawals flagged in ``own``
-        (default: all of W; base rows, run ids ``w_id``), summed per pair as they are found (only
-        pairs of ``min_n`` or more withdrawals), and stored when ``store``.
+        (default: all of W; base rows, run ids ``w_id``), summed per pair as they are found, and
+        stored when ``store``.
 
         Each withdrawal's candidates (exact, cut, split, and the merges it starts) are found
         together, withdrawals in order of source account then row id, so the best candidate per
@@ -382,8 +379,6 @@ class LinkEngine:
         sums) sorted by (key, time) as tables, and per withdrawal the range of each it searches.
         A merge belongs to the block that owns its earliest withdrawal.
         """
-        if store and min_n > 1:
-            raise ValueError("stored candidates need every pair (their pair positions); min_n is for pass 1")
         o = self.opts
         own = np.ones(len(W), dtype=bool) if own is None else own
         n_w, n_d, cap = len(W), len(D), o.max_candidates
@@ -439,7 +434,7 @@ class LinkEngine:
         out = _scan_kernel(
             per_row, rate, *tables, m_table, m_rate,
             o.max_cut_candidates, self.share, self.window, o.min_lag_seconds, sup_pair, sup_score, sup_start,
-            self.n_withdrawals, self.log_factorial, store, min_n, bound)
+            self.n_withdrawals, self.log_factorial, store, bound)
         del per_row, rate, tables
         return _Scan(_append(W, merges), _append(D, splits), *out)
 
@@ -654,7 +649,7 @@ def _candidate(wi, dj, b, t_d, kind, rate, stamp, w_acc, w_t, share, window, min
 
 @numba.njit(cache=True, nogil=True)
 def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut, share, window, min_lag,
-                 sup_pair, sup_score, sup_start, n_withdrawals, log_factorial, store, min_n, bound):  # pragma: no cover
+                 sup_pair, sup_score, sup_start, n_withdrawals, log_factorial, store, bound):  # pragma: no cover
     """:meth:`LinkEngine.scan`'s pass over the withdrawals (``rows``: one per withdrawal, by account
     then row id, columns ``_ROW_FIELDS``; ``rates``: exact, band, split): each owned withdrawal's
     candidates (exact, cut band, split, the merges it starts), the best per target, summed per pair
@@ -679,7 +674,7 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
     c_e = np.empty(size)
     c_pair = np.empty(size, dtype=np.int64)
     c_target = np.empty(size, dtype=np.int32)
-    capacity = bound if store else min(bound, 2 * len(rows) + 1024)  # pass 1 carries few pairs: grown on demand
+    capacity = bound if store else min(bound, 2 * len(rows) + 1024)  # pairs, far fewer than candidates: grown on demand
     p_code = np.empty(capacity, dtype=np.int64)
     p_e = np.empty(capacity)
     p_cut = np.empty(capacity)
@@ -699,23 +694,22 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
             for x in range(n_s):
                 b = distinct[x]
                 n = s_n[b]
-                if n >= min_n:
-                    code = a * n_acc + b
-                    p_code[q], p_e[q], p_cut[q], p_n[q] = code, s_e[b], s_ecut[b], n
-                    s_final[b] = q
-                    hi = sup_start[a + 1]
-                    while lo < hi:  # pass 1's pairs of a, from the previous target's place (targets ascend)
-                        mid = (lo + hi) // 2
-                        if sup_pair[mid] < code:
-                            lo = mid + 1
-                        else:
-                            hi = mid
-                    if lo < sup_start[a + 1] and sup_pair[lo] == code:
-                        p_score[q] = sup_score[lo]
+                code = a * n_acc + b
+                p_code[q], p_e[q], p_cut[q], p_n[q] = code, s_e[b], s_ecut[b], n
+                s_final[b] = q
+                hi = sup_start[a + 1]
+                while lo < hi:  # pass 1's pairs of a, from the previous target's place (targets ascend)
+                    mid = (lo + hi) // 2
+                    if sup_pair[mid] < code:
+                        lo = mid + 1
                     else:
-                        n_a = n_withdrawals[a]
-                        p_score[q] = s_e[b] - (log_factorial[n_a] - log_factorial[n] - log_factorial[max(n_a - n, 0)])
-                    q += 1
+                        hi = mid
+                if lo < sup_start[a + 1] and sup_pair[lo] == code:
+                    p_score[q] = sup_score[lo]
+                else:
+                    n_a = n_withdrawals[a]
+                    p_score[q] = s_e[b] - (log_factorial[n_a] - log_factorial[n] - log_factorial[max(n_a - n, 0)])
+                q += 1
                 s_e[b], s_ecut[b], s_n[b] = 0.0, 0.0, 0
             if store:
                 for c in range(group_k, k):
@@ -932,22 +926,73 @@ class Support:
     score: np.ndarray
 
     @classmethod
-    def from_scores(cls, scores: pd.Series) -> "Support":
-        order = np.argsort(scores.index.to_numpy(np.int64), kind="stable")
-        return cls(scores.index.to_numpy(np.int64)[order], scores.to_numpy(np.float64)[order])
+    def strongest(cls, pair: np.ndarray, score: np.ndarray, limit: int) -> "Support":
+        """The ``limit`` highest scores (ties: the lower pair code, so every engine keeps the same)
+        of pairs given in ascending code order."""
+        if len(pair) > limit:
+            kth = np.partition(-score, limit - 1)[limit - 1]
+            tied = np.flatnonzero(-score == kth)
+            keep = -score < kth
+            keep[tied[:limit - int(keep.sum())]] = True
+            pair, score = pair[keep], score[keep]
+        return cls(np.ascontiguousarray(pair, dtype=np.int64), np.ascontiguousarray(score, dtype=np.float64))
 
 
+@dataclass
+class PairSums:
+    """Per pair (code, ascending) of some withdrawals: their best candidates' summed evidence and
+    how many withdrawals had one."""
 
-def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block, keep: int) -> tuple[pd.DataFrame, int]:
-    """Pass 1 on one block: support sums per pair of its owned withdrawals' candidates, and how
-    many candidates there were.
+    pair: np.ndarray  # int64
+    e: np.ndarray
+    n: np.ndarray  # int32
 
-    Only pairs that repeat within the block are carried, at most ``keep``, the highest scores
-    first (ties: lower pair code): most pairs are one coincidence, and this keeps pass 1's memory
-    near a block's; the others get their support from their own block in pass 2."""
-    s = engine.scan(block.W, block.D, block.w_id, rates, block.own, store=False, min_n=2)
-    top = np.sort(np.lexsort((s.pair, -s.score))[:keep]) if len(s.pair) > keep else slice(None)
-    return _sums_frame(s.pair[top], s.e[top], s.e_cut[top], s.n[top]), s.n_candidates
+
+def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block) -> tuple[PairSums, int]:
+    """Pass 1 on one block: the pair sums of its owned withdrawals' candidates (every pair, one-offs
+    included: a pair that pays every few months has one transfer in a block and repeats only across
+    blocks) and how many candidates there were."""
+    s = engine.scan(block.W, block.D, block.w_id, rates, block.own, store=False)
+    return PairSums(s.pair, s.e, s.n.astype(np.int32)), s.n_candidates
+
+
+class PairSpill:
+    """Pass 1's pair sums of every block of a run, on disk in a private temporary folder (removed
+    by :meth:`close`) until :meth:`support` adds them up: at the 100M-row set's density a 182-day
+    block has ~30M pairs, 11 blocks ~7 GB, most of them pairs seen once. Written by the forked
+    workers, read back by ranges of pair codes, so the sum holds one range at a time."""
+
+    FIELDS = ("pair", "e", "n")
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="tracer-pass1-"))
+
+    def write(self, key: int, sums: PairSums) -> None:
+        for name in self.FIELDS:
+            np.save(self.dir / f"{key}.{name}.npy", getattr(sums, name))
+
+    def support(self, engine: LinkEngine, keys: list[int], limit: int, range_pairs: int = 8_000_000) -> Support:
+        """Run-wide :meth:`LinkEngine.repeated_pairs` of the blocks ``keys`` (in block order), the
+        ``limit`` strongest (:meth:`Support.strongest`; applied as ranges are read, which keeps the
+        same pairs as applying it once at the end)."""
+        cols = {name: [np.load(self.dir / f"{k}.{name}.npy", mmap_mode="r") for k in keys] for name in self.FIELDS}
+        n_acc = len(engine.share)
+        ranges = max(1, -(-sum(len(p) for p in cols["pair"]) // range_pairs))
+        bounds = (np.arange(ranges + 1, dtype=np.int64) * n_acc // ranges) * n_acc  # codes are source-major
+        pair, score = np.empty(0, np.int64), np.empty(0)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            cuts = [np.searchsorted(p, [lo, hi]) for p in cols["pair"]]
+            got = {name: np.concatenate([a[i:j] for a, (i, j) in zip(arrays, cuts)] or [np.empty(0)])
+                   for name, arrays in cols.items()}
+            codes, scores = engine.repeated_pairs(got["pair"].astype(np.int64), got["e"], got["n"])
+            pair, score = np.concatenate([pair, codes]), np.concatenate([score, scores])
+            if len(pair) > 2 * limit:
+                kept = Support.strongest(pair, score, limit)
+                pair, score = kept.pair, kept.score
+        return Support.strongest(pair, score, limit)
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def block_transfers(engine: LinkEngine, rates: Rates, block: Block, support: Support | None) -> tuple[_Candidates, np.ndarray, np.ndarray, int]:
@@ -1000,15 +1045,24 @@ def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d
     t_min, t_max = (int(W.t_first.min()), int(W.t_first.max())) if len(W) else (0, 0)  # the grid starts at the earliest withdrawal
     grid = block_grid(engine, rates, len(W), t_min, t_max, probe_rows)
     single = grid.is_single(W)
-    support_grid = engine.support_grid(grid, len(W) + len(D), t_min, t_max)
-    state = _BlockState(engine, rates, _BlockSource(W, D, w_id, d_id, support_grid), None, engine.support_keep(support_grid, t_max))
-    sums = [] if single else _map_blocks(state, _pass_one, processes, f"{label}, pass 1", SUPPORT_ROW_BYTES * state.source.largest_rows())
-    n_candidates = sum(n for _, n in sums)
-    sums = [frame for frame, _ in sums]
-    state.support = pass_one_support(engine, sums, single)  # empties sums: only the support is needed from here on
+    state = _BlockState(engine, rates, _BlockSource(W, D, w_id, d_id, engine.support_grid(grid, len(W) + len(D), t_min, t_max)))
+    n_candidates = None if single else _pass_one_support(state, processes, label)
     state.source = _BlockSource(W, D, w_id, d_id, grid)
     parts = _map_blocks(state, _pass_two, processes, f"{label}, pass 2", CANDIDATE_BYTES * engine.opts.block_candidates)
-    return orientation(engine, parts, n_candidates if not single else None, rates)
+    return orientation(engine, parts, n_candidates, rates)
+
+
+def _pass_one_support(state: _BlockState, processes: int, label: str) -> int:
+    """Pass 1 over ``state.source``'s blocks: sets ``state.support`` to the run-wide repeated pairs
+    (:meth:`PairSpill.support`, at most ``support_pairs``) and returns how many candidates there were."""
+    spill = state.spill = PairSpill()
+    try:
+        counts = _map_blocks(state, _pass_one, processes, f"{label}, pass 1", SUPPORT_ROW_BYTES * state.source.largest_rows())
+        state.support = spill.support(state.engine, [int(k) for k in state.source.keys], state.engine.opts.support_pairs)
+    finally:
+        spill.close()
+        state.spill = None
+    return sum(counts)
 
 
 @dataclass
@@ -1018,8 +1072,8 @@ class _BlockState:
     engine: LinkEngine
     rates: Rates
     source: _BlockSource
-    support: Support | None
-    support_keep: int  # repeated pairs a pass-1 block carries (:meth:`LinkEngine.support_keep`)
+    support: Support | None = None
+    spill: PairSpill | None = None  # where pass 1's blocks put their pair sums
 
 
 _FORKED = None  # the state forked workers of :func:`_fork_map` read (inherited, never pickled)
@@ -1058,9 +1112,11 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _pass_one(k: int, state: _BlockState | None = None) -> tuple[pd.DataFrame, int]:
+def _pass_one(k: int, state: _BlockState | None = None) -> int:
     s = state or _FORKED
-    return block_pair_sums(s.engine, s.rates, s.source[k], s.support_keep)
+    sums, n_candidates = block_pair_sums(s.engine, s.rates, s.source[k])
+    s.spill.write(k, sums)
+    return n_candidates
 
 
 def _pass_two(k: int, state: _BlockState | None = None) -> tuple[_Candidates, np.ndarray, np.ndarray, int]:
@@ -1084,12 +1140,6 @@ def _map_blocks(state: _BlockState, fn: Callable, processes: int, desc: str, blo
 def _tick(bar: tqdm, result):
     bar.update()
     return result
-
-
-def pass_one_support(engine: LinkEngine, sums: list[pd.DataFrame], single: bool) -> Support | None:
-    """Pass 1's pair support from the blocks' sums in block order (emptied as they are added up;
-    None for a single block: its own candidates give the support in pass 2)."""
-    return None if single else Support.from_scores(engine.pair_scores(engine.sum_pairs(sums))["score"])
 
 
 def orientation(engine: LinkEngine, parts: list[tuple[_Candidates, np.ndarray, np.ndarray, int]], n_candidates: int | None,

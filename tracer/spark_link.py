@@ -4,9 +4,11 @@ A partition is one time block of an orientation (its own span plus the halo, see
 :class:`tracer.link.BlockGrid`; pass 1's blocks are several of pass 2's merged, see
 ``LinkOptions.support_days``): every row is copied to the blocks that see it and
 ``groupBy(block).applyInPandas`` runs :func:`tracer.link.block_pair_sums` (pass 1) and
-:func:`tracer.link.block_transfers` (pass 2) on each. Only small things come back to the driver:
-per-account counts, the rates (distinct amounts with their counts), pass 1's repeated-pair sums and
-the transfers each block chose; candidates never leave their partition. The driver settles the
+:func:`tracer.link.block_transfers` (pass 2) on each. Pass 1's pair sums are added up on Spark
+(grouped by pair, :meth:`tracer.link.LinkEngine.repeated_pairs`). Only small things come back to the
+driver: per-account counts, the rates (distinct amounts with their counts), the strongest
+``support_pairs`` repeated pairs and the transfers each block chose; candidates never leave their
+partition. The driver settles the
 blocks' transfers, scores the pairs and computes q-values with the same code as the local engine,
 and runs the second stage there on the few accounts' rows it collects (``account_rows``), so both
 engines give the same transfers and links (tests/test_spark_link.py).
@@ -20,15 +22,16 @@ import pandas as pd
 
 from tracer.link import (
     BlockGrid, Counts, LinkOptions, LinkResult, Rates, _Candidates, _base_rows, _combo_amounts,
-    _combo_parts, _Orientation, _Rows, block_grid, block_pair_sums, block_transfers, infer_from_runs, make_block,
-    make_engine, orientation, pass_one_support,
+    _combo_parts, _Orientation, _Rows, Support, block_grid, block_pair_sums, block_transfers, infer_from_runs,
+    make_block, make_engine, orientation,
 )
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 _ROWS = "row_id long, code int, amount long, t long, deposit boolean"
-_SUMS = "block long, seq long, pair long, e double, e_cut double, n long"
+_SUMS = "block long, pair long, e double, n long"
+_SUPPORT = "pair long, score double"
 _MEMBERS = [f"{side}{k}" for side in "wd" for k in range(3)]
 _TRANSFERS = ("block long, seq long, kind int, " + ", ".join(f"{m} long" for m in _MEMBERS)
               + ", source int, target int, amount_out long, amount_in long, lag long, t_out long,"
@@ -122,25 +125,9 @@ class SparkRuns:
         grid = block_grid(engine, rates, n_w, t_min, t_max, probe_rows)
         single = n_w == 0 or t_max < grid.origin + grid.length
         support_grid = engine.support_grid(grid, n_w + self.n_deposits, t_min, t_max)
-        keep = engine.support_keep(support_grid, t_max)
         shared = sc.broadcast((engine, rates, grid, support_grid))
-        sums, counts = [], []
-        if not single:
-            def pass_one(pdf: pd.DataFrame) -> pd.DataFrame:
-                eng, rt, _, g = shared.value
-                part, n = block_pair_sums(eng, rt, _block(pdf, g), keep)
-                out = pd.DataFrame({"pair": part.index.to_numpy(np.int64), "e": part["e"].to_numpy(),
-                                    "e_cut": part["e_cut"].to_numpy(), "n": part["n"].to_numpy(np.int64)})
-                out = pd.concat([out, pd.DataFrame({"pair": [_COUNT], "e": [0.0], "e_cut": [0.0], "n": [n]})], ignore_index=True)
-                return _numbered(out, pdf)
-
-            got = _assign_blocks(rows, support_grid).groupBy("block").applyInPandas(pass_one, _SUMS).toPandas().sort_values(["block", "seq"])
-            is_count = got["pair"].to_numpy() == _COUNT
-            counts.append(int(got.loc[is_count, "n"].sum()))
-            got = got[~is_count]
-            sums = [g.set_index(pd.Index(g["pair"].to_numpy(np.int64), name="pair"))[["e", "e_cut", "n"]]
-                    for _, g in got.groupby("block", sort=True)]
-        support = sc.broadcast(pass_one_support(engine, sums, single))
+        support, n_candidates = (None, None) if single else self._pass_one(rows, shared, support_grid)
+        support = sc.broadcast(support)
 
         def pass_two(pdf: pd.DataFrame) -> pd.DataFrame:
             eng, rt, g, _ = shared.value
@@ -151,7 +138,35 @@ class SparkRuns:
         parts = [_parts_of(g) for _, g in got.groupby("block", sort=True)]
         shared.unpersist()
         support.unpersist()
-        return orientation(engine, parts, sum(counts) if not single else None, rates)
+        return orientation(engine, parts, n_candidates, rates)
+
+    def _pass_one(self, rows: "DataFrame", shared, support_grid: BlockGrid) -> tuple[Support, int]:
+        """Pass 1 on Spark: each block's pair sums (:func:`tracer.link.block_pair_sums`), added up
+        per pair in block order (grouped by pair code), the strongest ``support_pairs`` of the
+        repeated ones collected; and the blocks' candidate count."""
+        from pyspark.sql import functions as F
+
+        def pass_one(pdf: pd.DataFrame) -> pd.DataFrame:
+            eng, rt, _, g = shared.value
+            sums, n = block_pair_sums(eng, rt, _block(pdf, g))
+            return pd.DataFrame({"block": int(pdf["block"].iloc[0]), "pair": np.append(sums.pair, _COUNT),
+                                 "e": np.append(sums.e, 0.0), "n": np.append(sums.n.astype(np.int64), n)})
+
+        def add_up(pdf: pd.DataFrame) -> pd.DataFrame:
+            pdf = pdf.sort_values("block", kind="stable")  # a pair is once per block: its sums in block order
+            pair, score = shared.value[0].repeated_pairs(pdf["pair"].to_numpy(np.int64), pdf["e"].to_numpy(), pdf["n"].to_numpy())
+            return pd.DataFrame({"pair": pair, "score": score})
+
+        sums = _assign_blocks(rows, support_grid).groupBy("block").applyInPandas(pass_one, _SUMS).cache()
+        try:
+            n_candidates = int(sums.filter(F.col("pair") == _COUNT).agg(F.sum("n")).first()[0] or 0)
+            buckets = int(self.spark.conf.get("spark.sql.shuffle.partitions"))
+            top = (sums.filter(F.col("pair") != _COUNT).groupBy(F.pmod(F.col("pair"), F.lit(buckets)))
+                   .applyInPandas(add_up, _SUPPORT).orderBy(F.desc("score"), F.asc("pair"))
+                   .limit(self.engine.opts.support_pairs).toPandas().sort_values("pair"))
+        finally:
+            sums.unpersist()
+        return Support(top["pair"].to_numpy(np.int64), top["score"].to_numpy(np.float64)), n_candidates
 
     def _rates(self, rows: "DataFrame") -> Rates:
         """The same population counts as ``LinkEngine.rates``, aggregated on Spark: deposit amounts
