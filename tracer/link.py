@@ -87,11 +87,15 @@ class LinkOptions:
     """Candidate budget of one block when ``block_withdrawals`` is None (~100 bytes each at peak, measured)."""
     support_days: float = 182.0
     """Pass 1 (each pair's repetition over the whole run) reads the rows in time blocks at least this
-    long (several candidate blocks merged): its results do not depend on the length, its work does
-    (fewer, longer blocks share their deposit tables and halos and spill fewer pair sums)."""
+    long (several candidate blocks merged): fewer, longer blocks share their deposit tables and
+    halos and hand on fewer pair sums (and fewer one-offs are left out, ``support_min_evidence``)."""
     support_rows: int = 12_000_000
     """Pass-1 blocks are shorter than ``support_days`` when they would hold more rows than this at
     the average rate (their memory follows their rows: ~270 bytes each measured, 400 assumed)."""
+    support_min_evidence: float = 12.0
+    """Pass 1 hands on a pair seen once in its block only when that withdrawal's evidence for it is
+    at least this (nats): on a month at the 100M-row set's density 7 % of one-off pairs reach 12,
+    53 % of true links' one-off transfers (-inf: every pair, exact but ~30x the sums at density)."""
     support_pairs: int = 40_000_000
     """Pass 1 hands pass 2 at most this many pairs that repeat over the run (~16 bytes each; the
     highest scores): at the 100M-row set's density five years hold far more, mostly two
@@ -292,9 +296,8 @@ class _Scan:
     D: _Rows
     pair: np.ndarray  # int64 pair codes, in order
     e: np.ndarray  # evidence summed over the pair's withdrawals (each its strongest candidate)
-    e_cut: np.ndarray  # the part of it from cut matches
     n: np.ndarray  # the pair's withdrawals
-    score: np.ndarray  # pass 1's score of the pair where it carried one, else :meth:`LinkEngine.score` of these sums
+    score: np.ndarray  # stored scans: pass 1's score of the pair where it carried one, else :meth:`LinkEngine.score` of these sums
     n_candidates: int
     wi: np.ndarray  # int32, stored candidates only
     dj: np.ndarray  # int32
@@ -367,10 +370,10 @@ class LinkEngine:
         return Rates(Counts.of(D.amount), Counts.of(split_sums), n_merges / max(len(W), 1))
 
     def scan(self, W: _Rows, D: _Rows, w_id: np.ndarray, rates: Rates, own: np.ndarray | None = None,
-             support: Support | None = None, store: bool = True) -> _Scan:
+             support: Support | None = None, store: bool = True, min_single: float = -np.inf) -> _Scan:
         """Candidates of every kind with their evidence for the withdrawals flagged in ``own``
-        (default: all of W; base rows, run ids ``w_id``), summed per pair as they are found, and
-        stored when ``store``.
+        (default: all of W; base rows, run ids ``w_id``), summed per pair as they are found (a pair
+        of one withdrawal only when its evidence is at least ``min_single``), and stored when ``store``.
 
         Each withdrawal's candidates (exact, cut, split, and the merges it starts) are found
         together, withdrawals in order of source account then row id, so the best candidate per
@@ -379,6 +382,8 @@ class LinkEngine:
         sums) sorted by (key, time) as tables, and per withdrawal the range of each it searches.
         A merge belongs to the block that owns its earliest withdrawal.
         """
+        if store and min_single > -np.inf:
+            raise ValueError("stored candidates need every pair (their pair positions); min_single is for pass 1")
         o = self.opts
         own = np.ones(len(W), dtype=bool) if own is None else own
         n_w, n_d, cap = len(W), len(D), o.max_candidates
@@ -434,7 +439,7 @@ class LinkEngine:
         out = _scan_kernel(
             per_row, rate, *tables, m_table, m_rate,
             o.max_cut_candidates, self.share, self.window, o.min_lag_seconds, sup_pair, sup_score, sup_start,
-            self.n_withdrawals, self.log_factorial, store, bound)
+            self.n_withdrawals, self.log_factorial, store, min_single, bound)
         del per_row, rate, tables
         return _Scan(_append(W, merges), _append(D, splits), *out)
 
@@ -625,7 +630,7 @@ def _evidence(share, rate, lag, min_lag):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _candidate(wi, dj, b, t_d, kind, rate, stamp, w_acc, w_t, share, window, min_lag,
-               w_mark, w_best, w_cut, w_touched, n_touched, store, c_wi, c_dj, c_kind, c_e, c_target, k):  # pragma: no cover
+               w_mark, w_best, w_touched, n_touched, store, c_wi, c_dj, c_kind, c_e, c_target, k):  # pragma: no cover
     """Withdrawal row ``wi`` may have become deposit row ``dj`` (account ``b``, last part at ``t_d``):
     unless in the same account or too late, its evidence goes to the withdrawal's best per target
     (and the candidate to storage)."""
@@ -635,13 +640,10 @@ def _candidate(wi, dj, b, t_d, kind, rate, stamp, w_acc, w_t, share, window, min
     e = _evidence(share[b], rate, lag, min_lag)
     if w_mark[b] != stamp:
         w_mark[b], w_best[b] = stamp, e
-        w_cut[b] = e if kind == 1 else -np.inf
         w_touched[n_touched] = b
         n_touched += 1
     else:
         w_best[b] = max(w_best[b], e)
-        if kind == 1:
-            w_cut[b] = max(w_cut[b], e)
     if store:
         c_wi[k], c_dj[k], c_kind[k], c_e[k], c_target[k] = wi, dj, kind, e, b
     return n_touched, k + 1
@@ -649,21 +651,20 @@ def _candidate(wi, dj, b, t_d, kind, rate, stamp, w_acc, w_t, share, window, min
 
 @numba.njit(cache=True, nogil=True)
 def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut, share, window, min_lag,
-                 sup_pair, sup_score, sup_start, n_withdrawals, log_factorial, store, bound):  # pragma: no cover
+                 sup_pair, sup_score, sup_start, n_withdrawals, log_factorial, store, min_single, bound):  # pragma: no cover
     """:meth:`LinkEngine.scan`'s pass over the withdrawals (``rows``: one per withdrawal, by account
     then row id, columns ``_ROW_FIELDS``; ``rates``: exact, band, split): each owned withdrawal's
     candidates (exact, cut band, split, the merges it starts), the best per target, summed per pair
-    when its source account is done (pairs in target order, with pass 1's support as their score
-    where it has one, else :meth:`LinkEngine.score` of the sums). Returns (pair codes, e, e_cut, n,
-    score, candidates, and the stored candidates: wi, dj, kind, evidence, pair position)."""
+    when its source account is done (pairs in target order; a pair of one withdrawal only when its
+    evidence is at least ``min_single``; when storing, with pass 1's support as their score where
+    it has one, else :meth:`LinkEngine.score` of the sums). Returns (pair codes, e, n, score (when
+    storing), candidates, and the stored candidates: wi, dj, kind, evidence, pair position)."""
     n_acc = len(share)
     w_mark = np.full(n_acc, -1, dtype=np.int64)
     w_best = np.empty(n_acc)
-    w_cut = np.empty(n_acc)
     w_touched = np.empty(n_acc, dtype=np.int64)
     s_mark = np.full(n_acc, -1, dtype=np.int64)
     s_e = np.zeros(n_acc)
-    s_ecut = np.zeros(n_acc)
     s_n = np.zeros(n_acc, dtype=np.int64)
     s_touched = np.empty(n_acc, dtype=np.int64)
     s_final = np.empty(n_acc, dtype=np.int64)
@@ -677,9 +678,8 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
     capacity = bound if store else min(bound, 2 * len(rows) + 1024)  # pairs, far fewer than candidates: grown on demand
     p_code = np.empty(capacity, dtype=np.int64)
     p_e = np.empty(capacity)
-    p_cut = np.empty(capacity)
     p_n = np.empty(capacity, dtype=np.int64)
-    p_score = np.empty(capacity)
+    p_score = np.empty(capacity if store else 0)
     k, n_pairs, n_s, group_k, a = 0, 0, 0, 0, -1
     for v in range(len(rows) + 1):
         if v < len(rows) and rows[v, _OWN] == 0:
@@ -688,29 +688,30 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
             distinct = np.sort(s_touched[:n_s])
             if n_pairs + n_s > len(p_code):
                 capacity = max(2 * len(p_code), n_pairs + n_s)
-                p_code, p_e, p_cut = _grown(p_code, capacity), _grown(p_e, capacity), _grown(p_cut, capacity)
-                p_n, p_score = _grown(p_n, capacity), _grown(p_score, capacity)
+                p_code, p_e, p_n = _grown(p_code, capacity), _grown(p_e, capacity), _grown(p_n, capacity)
             q, lo = n_pairs, sup_start[a]
             for x in range(n_s):
                 b = distinct[x]
                 n = s_n[b]
-                code = a * n_acc + b
-                p_code[q], p_e[q], p_cut[q], p_n[q] = code, s_e[b], s_ecut[b], n
-                s_final[b] = q
-                hi = sup_start[a + 1]
-                while lo < hi:  # pass 1's pairs of a, from the previous target's place (targets ascend)
-                    mid = (lo + hi) // 2
-                    if sup_pair[mid] < code:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                if lo < sup_start[a + 1] and sup_pair[lo] == code:
-                    p_score[q] = sup_score[lo]
-                else:
-                    n_a = n_withdrawals[a]
-                    p_score[q] = s_e[b] - (log_factorial[n_a] - log_factorial[n] - log_factorial[max(n_a - n, 0)])
-                q += 1
-                s_e[b], s_ecut[b], s_n[b] = 0.0, 0.0, 0
+                if n >= 2 or s_e[b] >= min_single:
+                    code = a * n_acc + b
+                    p_code[q], p_e[q], p_n[q] = code, s_e[b], n
+                    s_final[b] = q
+                    if store:
+                        hi = sup_start[a + 1]
+                        while lo < hi:  # pass 1's pairs of a, from the previous target's place (targets ascend)
+                            mid = (lo + hi) // 2
+                            if sup_pair[mid] < code:
+                                lo = mid + 1
+                            else:
+                                hi = mid
+                        if lo < sup_start[a + 1] and sup_pair[lo] == code:
+                            p_score[q] = sup_score[lo]
+                        else:
+                            n_a = n_withdrawals[a]
+                            p_score[q] = s_e[b] - (log_factorial[n_a] - log_factorial[n] - log_factorial[max(n_a - n, 0)])
+                    q += 1
+                s_e[b], s_n[b] = 0.0, 0
             if store:
                 for c in range(group_k, k):
                     c_pair[c] = s_final[c_target[c]]
@@ -721,7 +722,7 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
         n_t, i, t_i = 0, rows[v, _ROW], rows[v, _T]
         for p in range(rows[v, _X_LO], rows[v, _X_HI]):
             n_t, k = _candidate(i, x_table[p, 0], x_table[p, 1], x_table[p, 2], 0, rates[v, 0], v, a, t_i, share, window, min_lag,
-                                w_mark, w_best, w_cut, w_touched, n_t, store, c_wi, c_dj, c_kind, c_e, c_target, k)
+                                w_mark, w_best, w_touched, n_t, store, c_wi, c_dj, c_kind, c_e, c_target, k)
         p0, p1, c = rows[v, _B_LO0], rows[v, _B_LO1], 0
         while c < k_cut and (p0 < rows[v, _B_HI0] or p1 < rows[v, _B_HI1]):  # the two bins in time order, ties to the first
             if p1 >= rows[v, _B_HI1] or (p0 < rows[v, _B_HI0] and b_table[p0, 2] <= b_table[p1, 2]):
@@ -731,14 +732,14 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
             if rows[v, _B_LOW] <= b_table[p, 3] < rows[v, _AMOUNT]:
                 c += 1
                 n_t, k = _candidate(i, b_table[p, 0], b_table[p, 1], b_table[p, 2], 1, rates[v, 1], v, a, t_i, share, window, min_lag,
-                                    w_mark, w_best, w_cut, w_touched, n_t, store, c_wi, c_dj, c_kind, c_e, c_target, k)
+                                    w_mark, w_best, w_touched, n_t, store, c_wi, c_dj, c_kind, c_e, c_target, k)
         for p in range(rows[v, _S_LO], rows[v, _S_HI]):
             n_t, k = _candidate(i, s_table[p, 0], s_table[p, 1], s_table[p, 2], 2, rates[v, 2], v, a, t_i, share, window, min_lag,
-                                w_mark, w_best, w_cut, w_touched, n_t, store, c_wi, c_dj, c_kind, c_e, c_target, k)
+                                w_mark, w_best, w_touched, n_t, store, c_wi, c_dj, c_kind, c_e, c_target, k)
         for m in range(rows[v, _M_START], rows[v, _M_END]):
             for p in range(m_table[m, 2], m_table[m, 3]):
                 n_t, k = _candidate(m_table[m, 0], x_table[p, 0], x_table[p, 1], x_table[p, 2], 3, m_rate[m], v, a, m_table[m, 1], share, window, min_lag,
-                                    w_mark, w_best, w_cut, w_touched, n_t, store, c_wi, c_dj, c_kind, c_e, c_target, k)
+                                    w_mark, w_best, w_touched, n_t, store, c_wi, c_dj, c_kind, c_e, c_target, k)
         for x in range(n_t):  # the withdrawal is done: its best per target joins the pair sums
             b = w_touched[x]
             if s_mark[b] != a:
@@ -746,11 +747,9 @@ def _scan_kernel(rows, rates, x_table, b_table, s_table, m_table, m_rate, k_cut,
                 s_touched[n_s] = b
                 n_s += 1
             s_e[b] += w_best[b]
-            if w_cut[b] >= w_best[b]:
-                s_ecut[b] += w_best[b]
             s_n[b] += 1
     end = k if store else 0
-    return (p_code[:n_pairs], p_e[:n_pairs], p_cut[:n_pairs], p_n[:n_pairs], p_score[:n_pairs], k,
+    return (p_code[:n_pairs], p_e[:n_pairs], p_n[:n_pairs], p_score[:n_pairs if store else 0], k,
             c_wi[:end], c_dj[:end], c_kind[:end], c_e[:end], c_pair[:end])
 
 
@@ -949,17 +948,19 @@ class PairSums:
 
 
 def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block) -> tuple[PairSums, int]:
-    """Pass 1 on one block: the pair sums of its owned withdrawals' candidates (every pair, one-offs
-    included: a pair that pays every few months has one transfer in a block and repeats only across
-    blocks) and how many candidates there were."""
-    s = engine.scan(block.W, block.D, block.w_id, rates, block.own, store=False)
+    """Pass 1 on one block: the pair sums of its owned withdrawals' candidates and how many
+    candidates there were. Pairs of one withdrawal in the block are included when their evidence
+    is at least ``support_min_evidence``: a pair that pays every few months has one transfer in a
+    block and repeats only across blocks, but at density most one-offs are weak coincidences
+    (~175M a 182-day block at the 100M-row set's density; ~7 % of them reach 12 nats)."""
+    s = engine.scan(block.W, block.D, block.w_id, rates, block.own, store=False, min_single=engine.opts.support_min_evidence)
     return PairSums(s.pair, s.e, s.n.astype(np.int32)), s.n_candidates
 
 
 class PairSpill:
     """Pass 1's pair sums of every block of a run, on disk in a private temporary folder (removed
     by :meth:`close`) until :meth:`support` adds them up: at the 100M-row set's density a 182-day
-    block has ~30M pairs, 11 blocks ~7 GB, most of them pairs seen once. Written by the forked
+    block hands on ~30M pairs (20 bytes each). Written by the forked
     workers, read back by ranges of pair codes, so the sum holds one range at a time."""
 
     FIELDS = ("pair", "e", "n")
