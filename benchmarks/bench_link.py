@@ -360,7 +360,7 @@ STAGES = [  # (label, attribute of tracer.link), timed by call path
     ("block_grid (probe scan)", "block_grid"),
     ("block rows (_BlockSource[k])", "_BlockSource.__getitem__"),
     ("pass 1: block_pair_sums", "block_pair_sums"),
-    ("pass_one_support", "pass_one_support"),
+    ("pass 1: adding up the pair sums (PairSpill.support)", "PairSpill.support"),
     ("pass 2: block_transfers", "block_transfers"),
     ("scan", "LinkEngine.scan"),
     ("_combos", "_combos"),

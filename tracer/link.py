@@ -960,8 +960,8 @@ def block_pair_sums(engine: LinkEngine, rates: Rates, block: Block) -> tuple[Pai
 class PairSpill:
     """Pass 1's pair sums of every block of a run, on disk in a private temporary folder (removed
     by :meth:`close`) until :meth:`support` adds them up: at the 100M-row set's density a 182-day
-    block hands on ~30M pairs (20 bytes each). Written by the forked
-    workers, read back by ranges of pair codes, so the sum holds one range at a time."""
+    block hands on ~30M pairs (20 bytes each). Written by the forked workers, read back by ranges of
+    pair codes, so adding them up holds one range at a time."""
 
     FIELDS = ("pair", "e", "n")
 
@@ -980,17 +980,19 @@ class PairSpill:
         n_acc = len(engine.share)
         ranges = max(1, -(-sum(len(p) for p in cols["pair"]) // range_pairs))
         bounds = (np.arange(ranges + 1, dtype=np.int64) * n_acc // ranges) * n_acc  # codes are source-major
-        pair, score = np.empty(0, np.int64), np.empty(0)
+        pairs, scores, held = [np.empty(0, np.int64)], [np.empty(0)], 0
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             cuts = [np.searchsorted(p, [lo, hi]) for p in cols["pair"]]
             got = {name: np.concatenate([a[i:j] for a, (i, j) in zip(arrays, cuts)] or [np.empty(0)])
                    for name, arrays in cols.items()}
-            codes, scores = engine.repeated_pairs(got["pair"].astype(np.int64), got["e"], got["n"])
-            pair, score = np.concatenate([pair, codes]), np.concatenate([score, scores])
-            if len(pair) > 2 * limit:
-                kept = Support.strongest(pair, score, limit)
-                pair, score = kept.pair, kept.score
-        return Support.strongest(pair, score, limit)
+            codes, score = engine.repeated_pairs(got["pair"].astype(np.int64), got["e"], got["n"])
+            pairs.append(codes)
+            scores.append(score)
+            held += len(codes)
+            if held > 2 * limit:
+                kept = Support.strongest(np.concatenate(pairs), np.concatenate(scores), limit)
+                pairs, scores, held = [kept.pair], [kept.score], len(kept.pair)
+        return Support.strongest(np.concatenate(pairs), np.concatenate(scores), limit)
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
