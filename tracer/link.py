@@ -48,7 +48,7 @@ KINDS = ("exact", "cut", "split", "merge", "stated")  # stated: named by a count
 _TIME_BITS = 30  # composite sort key: key << 30 | seconds since start (34 years of range)
 MIN_NULL = 25  # a null family needs this many decoys of its own; fewer borrow the wider family's
 CANDIDATE_BYTES = 100  # peak memory per candidate of a pass-2 block (measured ~80-100)
-SUPPORT_ROW_BYTES = 400  # peak memory per row of a pass-1 block, with the repeated pairs it carries (measured ~300 + pairs)
+SUPPORT_ROW_BYTES = 400  # peak memory per row of a pass-1 block, with the pair sums it hands on (measured ~300 + pairs)
 
 
 @dataclass(frozen=True)
@@ -488,11 +488,6 @@ class LinkEngine:
 def _cash_like(amount: np.ndarray, opts: LinkOptions) -> np.ndarray:
     """Withdrawal amounts an ATM gives (multiples of ``cash_unit_cents``, at least ``min_cash_cents``)."""
     return (amount % opts.cash_unit_cents == 0) & (amount >= opts.min_cash_cents)
-
-
-def _sums_frame(pair: np.ndarray, e: np.ndarray, e_cut: np.ndarray, n: np.ndarray) -> pd.DataFrame:
-    """Pair sums as a frame indexed by pair code (what pass 1 sends on and blocks add up)."""
-    return pd.DataFrame({"e": e, "e_cut": e_cut, "n": n}, index=pd.Index(pair, name="pair"))
 
 
 def _rank_or_absent(uniq: np.ndarray, amount: np.ndarray) -> np.ndarray:
@@ -1165,18 +1160,18 @@ def orientation(engine: LinkEngine, parts: list[tuple[_Candidates, np.ndarray, n
 
 
 def _transfer_sums(engine: LinkEngine, t: _Candidates, evidence: np.ndarray, keep: np.ndarray | None = None) -> pd.DataFrame:
-    """Pair sums (as :meth:`LinkEngine.scan`'s) of settled transfers (those at ``keep``, default
-    all; taken column by column, not as a copy of the transfers): each withdrawal is in one
-    transfer, so its best candidate is that transfer; summed in withdrawal row id order."""
+    """Pair sums of settled transfers (those at ``keep``, default all; taken column by column, not
+    as a copy of the transfers), indexed by pair code: evidence ``e``, its part from cut transfers
+    ``e_cut`` and transfers ``n``, summed in withdrawal row id order."""
     pair, first, cut = engine.pair_code(t), t.w_members[:, 0], t.kind == KINDS.index("cut")
     if keep is not None:
         pair, first, cut, evidence = pair[keep], first[keep], cut[keep], evidence[keep]
     order = np.lexsort((first, pair))
     codes, inverse = np.unique(pair[order], return_inverse=True)
     e = evidence[order]
-    return _sums_frame(codes, np.bincount(inverse, weights=e, minlength=len(codes)),
-                       np.bincount(inverse, weights=np.where(cut[order], e, 0.0), minlength=len(codes)),
-                       np.bincount(inverse, minlength=len(codes)))
+    return pd.DataFrame({"e": np.bincount(inverse, weights=e, minlength=len(codes)),
+                         "e_cut": np.bincount(inverse, weights=np.where(cut[order], e, 0.0), minlength=len(codes)),
+                         "n": np.bincount(inverse, minlength=len(codes))}, index=pd.Index(codes, name="pair"))
 
 
 def expected_null_above(scores: np.ndarray, decoy: np.ndarray, tail_fraction: float = 0.01, min_tail: int = 25,

@@ -8,10 +8,10 @@ A partition is one time block of an orientation (its own span plus the halo, see
 (grouped by pair, :meth:`tracer.link.LinkEngine.repeated_pairs`). Only small things come back to the
 driver: per-account counts, the rates (distinct amounts with their counts), the strongest
 ``support_pairs`` repeated pairs and the transfers each block chose; candidates never leave their
-partition. The driver settles the
-blocks' transfers, scores the pairs and computes q-values with the same code as the local engine,
-and runs the second stage there on the few accounts' rows it collects (``account_rows``), so both
-engines give the same transfers and links (tests/test_spark_link.py).
+partition. The driver settles the blocks' transfers, scores the pairs and computes q-values with
+the same code as the local engine, and runs the second stage there on the few accounts' rows it
+collects (``account_rows``), so both engines give the same transfers and links
+(tests/test_spark_link.py).
 """
 from __future__ import annotations
 
