@@ -244,7 +244,7 @@ def test_split_cut_and_merge_transfers_are_matched():
         rows += [("P", -g, t + 3 * DAY), ("Q", int(g * 0.9), t + 3 * DAY + 3600)]  # 10% off a non-cash amount
         m1, m2 = int(rng.integers(20_000, 50_000)), int(rng.integers(20_000, 50_000))
         rows += [("M", -m1, t + 2 * DAY), ("M", -m2, t + 2 * DAY + 600), ("N", m1 + m2, t + 2 * DAY + 4000)]  # merge
-    result = infer_links(frame(rows))
+    result = infer_links(frame(rows), fee_tolerance=0.02)
     kinds = result.transfers.groupby(["source", "target"], observed=True)["kind"].agg(lambda k: k.value_counts().idxmax())
     assert kinds[("S", "T")] == "split"
     assert kinds[("C", "K")] == "cut"
@@ -253,6 +253,9 @@ def test_split_cut_and_merge_transfers_are_matched():
     found = set(zip(result.links.source, result.links.target))
     assert {("S", "T"), ("C", "K"), ("F", "G"), ("M", "N")} <= found
     assert ("P", "Q") not in found  # only cash-like withdrawals may lose more than the fee tolerance
+    default = infer_links(frame(rows))  # the fee band is opt-in: by default a non-cash amount must arrive whole
+    assert not ((default.transfers["source"] == "F") & (default.transfers["target"] == "G")).any()
+    assert {("S", "T"), ("C", "K"), ("M", "N")} <= set(zip(default.links.source, default.links.target))
 
 
 def test_transfers_trace_back_to_input_rows_and_use_each_row_once():
@@ -478,16 +481,16 @@ def test_repetition_is_read_across_short_blocks(seed):
 
 
 def test_second_stage_finds_a_side_link_between_relay_accounts():
-    """S0 relays cash to T1 ten times besides its forty relays to T0: too few for a busy source and
+    """S0 relays cash to T1 eight times besides its forty relays to T0: too few for a busy source and
     target in the first stage; among the relay accounts' unexplained rows the second stage finds it."""
-    tx = relay_network(seed=5, side_relays=10)
+    tx = relay_network(seed=5, side_relays=8)
     relays = {(f"S{i}", f"T{i}") for i in range(8)}
     assert network_links(infer_links(tx, second_stage=False)) == relays
     result = infer_links(tx)
     assert network_links(result) == relays | {("S0", "T1")}
     assert result.stats["second_stage_links"] == 1
     side = result.transfers[(result.transfers.source == "S0") & (result.transfers.target == "T1")]
-    assert len(side) >= 8 and (side["kind"] == "cut").all()  # most of the ten relays, as cut transfers
+    assert len(side) >= 6 and (side["kind"] == "cut").all()  # most of the eight relays, as cut transfers
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

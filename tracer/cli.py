@@ -15,7 +15,7 @@ def _link_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("link inference")
     g.add_argument("--window-hours", type=float, default=72.0, help="longest lag from withdrawal to deposit (default 72)")
     g.add_argument("--cut-tolerance", type=float, default=0.15, help="after a cash-like withdrawal ($20 notes, >= $50) a deposit may be this fraction smaller (default 0.15)")
-    g.add_argument("--fee-tolerance", type=float, default=0.02, help="after any other withdrawal a deposit may be this fraction smaller (default 0.02)")
+    g.add_argument("--fee-tolerance", type=float, default=0.0, help="after any other withdrawal a deposit may be this fraction smaller, e.g. 0.02 (default 0: off)")
     g.add_argument("--max-q", type=float, default=0.05, help="keep links with q-value at most this (default 0.05)")
     g.add_argument("--no-splits", action="store_true", help="do not match one withdrawal to 2-3 deposits")
     g.add_argument("--no-merges", action="store_true", help="do not match 2-3 withdrawals to one deposit")

@@ -63,8 +63,10 @@ class LinkOptions:
     """Withdrawals that are multiples of this (ATM notes, $20) and at least ``min_cash_cents`` are cash-like."""
     min_cash_cents: int = 5000
     """Smallest withdrawal considered for a cash relay."""
-    fee_tolerance: float = 0.02
-    """Any other withdrawal may arrive this fraction smaller (fees)."""
+    fee_tolerance: float = 0.0
+    """Any other withdrawal may arrive this fraction smaller (fees; e.g. 0.02). Off by default: a
+    bank transfer arrives whole (fees are rows of their own), and at density the band costs half
+    the link work for matches the null then has to absorb (docs/method.md, "Fee band")."""
     splits: bool = True
     """Match one withdrawal to 2-3 deposits of one account summing to it exactly."""
     merges: bool = True
