@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracer.link import LinkInference, _q_values, assign, candidate_pairs, infer_links
+from tracer.link import Counts, LinkInference, _q_values, assign, candidate_pairs, infer_links
 
 DAY = 86400
 
@@ -106,6 +106,19 @@ def test_candidate_pairs_equals_brute_force(withdrawals, deposits, window):
 def test_candidate_pairs_cap_keeps_earliest():
     q, d = candidate_pairs(np.array([1]), np.array([0]), np.array([1, 1, 1, 1]), np.array([9, 3, 5, 7]), 10, cap=2)
     assert sorted(d.tolist()) == [1, 2]  # the deposits at times 3 and 5
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0.0, 0.02, 0.15]), st.sampled_from([10, 5_000]))
+def test_counts_between_matches_a_direct_count(seed, tol, n):
+    """Counts.between (one query order for both ends, sorted visits from 4,096 queries) counts the
+    values in [ceil(x (1 - tol)), x] as a direct comparison does."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(1, 3_000, 2_000)
+    hi = rng.integers(1, 3_000, n)
+    lo = np.ceil(hi * (1 - tol)).astype(np.int64)
+    direct = ((values[None, :] >= lo[:, None]) & (values[None, :] <= hi[:, None])).sum(axis=1)
+    np.testing.assert_array_equal(Counts.of(values).between(lo, hi), direct)
 
 
 # --- assignment --------------------------------------------------------------------------------
