@@ -85,8 +85,10 @@ class LinkOptions:
     block_withdrawals: int | None = None
     """Withdrawals per time block (candidates live one block at a time); None sizes blocks so each
     holds about ``block_candidates`` candidates, measured on a probe of the data."""
-    block_candidates: int = 8_000_000
-    """Candidate budget of one block when ``block_withdrawals`` is None (~100 bytes each at peak, measured)."""
+    block_candidates: int = 16_000_000
+    """Candidate budget of one block when ``block_withdrawals`` is None (~100 bytes each at peak, measured;
+    8M until the fee band went off: fewer candidates per withdrawal left room, and longer blocks spend
+    less of their preparation on their halo)."""
     support_days: float = 182.0
     """Pass 1 (each pair's repetition over the whole run) reads the rows in time blocks at least this
     long (several candidate blocks merged): fewer, longer blocks share their deposit tables and
