@@ -150,6 +150,11 @@ def _base_rows(account: np.ndarray, amount: np.ndarray, t: np.ndarray) -> _Rows:
     return _Rows(account, amount, t, t, members)
 
 
+def _in_order(t: np.ndarray) -> bool:
+    """Is ``t`` non-decreasing?"""
+    return bool(np.all(t[1:] >= t[:-1]))
+
+
 def _combo_parts(base: _Rows, span: int, neighbours: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """(order, i, j, l) index chunks of every 2- or 3-row sum of one account within ``span`` seconds.
 
@@ -157,7 +162,7 @@ def _combo_parts(base: _Rows, span: int, neighbours: int) -> Iterator[tuple[np.n
     sorts by account then time; i < j < l index into it, l = -1 for pairs), so the number of sums
     is at most a small multiple of the rows.
     """
-    if np.all(base.t_first[1:] >= base.t_first[:-1]):  # a block's rows are in time order: one stable sort
+    if _in_order(base.t_first):  # a block's rows are in time order: one stable sort
         order = np.argsort(base.account, kind="stable")
     else:
         order = np.lexsort((base.t_first, base.account))
@@ -473,10 +478,9 @@ class LinkEngine:
         d_comp = ((d_bin - base) << _TIME_BITS) | D.t_first
         order = np.argsort(d_comp, kind="stable")
         d_comp = d_comp[order]
-        queries = None  # the bin below shifts every query's high bits alike: one order serves all four searches
-        for shift, lo_col, hi_col in ((0, _B_LO0, _B_HI0), (1, _B_LO1, _B_HI1)):
-            start = ((w_bin - shift - base) << _TIME_BITS) | W.t_first[rows]
-            queries = _query_order(start) if queries is None else queries
+        starts = [((w_bin - shift - base) << _TIME_BITS) | W.t_first[rows] for shift in (0, 1)]
+        queries = _query_order(starts[0])  # the bin below shifts every query's high bits alike: one order serves all four searches
+        for start, lo_col, hi_col in ((starts[0], _B_LO0, _B_HI0), (starts[1], _B_LO1, _B_HI1)):
             lo = _searchsorted(d_comp, start, "left", queries)
             per_row[rows, lo_col] = offset + lo
             per_row[rows, hi_col] = offset + np.minimum(_searchsorted(d_comp, start + self.window, "right", queries), lo + 2 * k)
@@ -894,7 +898,7 @@ class _BlockSource:
 def _in_time_order(rows: _Rows, ids: np.ndarray) -> tuple[_Rows, np.ndarray]:
     """Base rows and their ids sorted by time, ties in their given order (a stable sort; no copy
     when they are in order already)."""
-    if np.all(rows.t_first[1:] >= rows.t_first[:-1]):
+    if _in_order(rows.t_first):
         return rows, ids
     order = np.argsort(rows.t_first, kind="stable")
     return _base_rows(rows.account[order], rows.amount[order], rows.t_first[order]), ids[order]
