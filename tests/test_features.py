@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tracer.features import BEHAVIOUR_COLUMNS, FLOW_COLUMNS, account_features, behaviour_features
+from tracer.features import BEHAVIOUR_COLUMNS, FLOW_COLUMNS, _distinct_per_group, account_features, behaviour_features
 from tracer.link import LINK_COLUMNS
 
 DAY, HOUR = 86400, 3600
@@ -217,3 +219,13 @@ def test_relay_balance_and_batch_share():
     assert f.loc["M", "relay_balance"] == pytest.approx(600 / 1000)
     assert f.loc["e1", "relay_balance"] == pytest.approx(1000 / 2000)
     assert f.loc["P", "relay_balance"] == 0 and f.loc["Q", "relay_balance"] == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.sampled_from([0, 1, 2, 500, 2**40, 2**62 - 1])), max_size=40))
+def test_distinct_per_group_counts_distinct_pairs(pairs):
+    # a value of 2**62 - 1 leaves no room to pack the group in an int64: then the pairs are sorted as pairs
+    codes = np.array([c for c, _ in pairs], dtype=np.int64)
+    values = np.array([v for _, v in pairs], dtype=np.int64)
+    want = pd.DataFrame({"c": codes, "v": values}).drop_duplicates()["c"].value_counts().reindex(range(7), fill_value=0)
+    assert _distinct_per_group(codes, values, 7).tolist() == want.tolist()

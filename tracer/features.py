@@ -75,9 +75,24 @@ def behaviour_features(tx: pd.DataFrame) -> pd.DataFrame:
     f["round_deposit_share"] = np.divide(np.bincount(codes[dep_round], minlength=n), f["n_deposits"], out=np.zeros(n), where=f["n_deposits"].to_numpy() > 0)
     small = wd & (-amount < SMALL_SPEND_CENTS)
     f["small_spends_per_month"] = np.bincount(codes[small], minlength=n) / (f["active_days"].to_numpy() / 30.0)
-    distinct = pd.DataFrame({"c": codes[wd], "a": amount[wd]}).drop_duplicates()["c"].to_numpy()
-    f["distinct_withdrawal_share"] = np.divide(np.bincount(distinct, minlength=n), f["n_withdrawals"], out=np.zeros(n), where=f["n_withdrawals"].to_numpy() > 0)
+    f["distinct_withdrawal_share"] = np.divide(_distinct_per_group(codes[wd], -amount[wd], n), f["n_withdrawals"], out=np.zeros(n), where=f["n_withdrawals"].to_numpy() > 0)
     return f
+
+
+def _distinct_per_group(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """How many distinct non-negative ``values`` each group 0..n-1 has: one sort of (group, value)
+    packed in an int64 (a hash of 100M pairs takes several times as long)."""
+    width = max(int(values.max(initial=0)).bit_length(), 1)
+    if n and (n - 1).bit_length() + width > 63:  # cannot pack: sort the pairs
+        order = np.lexsort((values, codes))
+        codes, values = codes[order], values[order]
+        new = np.ones(len(codes), dtype=bool)
+        new[1:] = (codes[1:] != codes[:-1]) | (values[1:] != values[:-1])
+        return np.bincount(codes[new], minlength=n)
+    key = np.sort((codes.astype(np.int64) << width) | values)
+    new = np.ones(len(key), dtype=bool)
+    new[1:] = key[1:] != key[:-1]
+    return np.bincount(key[new] >> width, minlength=n)
 
 
 def flow_features(tx: pd.DataFrame, links: pd.DataFrame, transfers: pd.DataFrame, behaviour: pd.DataFrame, holding_hours: float = 72.0) -> pd.DataFrame:
@@ -99,12 +114,15 @@ def flow_features(tx: pd.DataFrame, links: pd.DataFrame, transfers: pd.DataFrame
     lo, hi = np.minimum(f["link_in"], f["link_out"]).to_numpy(), np.maximum(f["link_in"], f["link_out"]).to_numpy()
     f["relay_balance"] = np.divide(lo, hi, out=np.zeros(len(index)), where=hi > 0)
 
-    held = _holding(tx, transfers)
-    quick = held[held["holding_hours"] <= holding_hours]
-    fast_out = quick.groupby("source")["amount_out"].sum().reindex(index, fill_value=0.0).to_numpy()
-    f["pass_through"] = np.clip(np.divide(fast_out, money_in, out=np.zeros(len(index)), where=money_in > 0), 0, 1)
-    f["holding_hours"] = held.groupby("source")["holding_hours"].median().reindex(index)
-    f["batch_share"] = _batch_share(transfers).reindex(index, fill_value=0.0)
+    n = len(index)
+    source, target = _positions(transfers["source"], index), _positions(transfers["target"], index)
+    sent = transfers["first_time"].to_numpy("datetime64[s]").astype(np.int64)
+    held = _holding(tx, index, source, sent)
+    quick = held <= holding_hours
+    fast_out = np.bincount(source[quick], weights=transfers["amount_out"].to_numpy(np.float64)[quick], minlength=n)
+    f["pass_through"] = np.clip(np.divide(fast_out, money_in, out=np.zeros(n), where=money_in > 0), 0, 1)
+    f["holding_hours"] = pd.Series(held).groupby(source).median().reindex(range(n)).to_numpy()
+    f["batch_share"] = _batch_share(source, target, sent, n)
 
     M = flow_matrix(links, index)
     f["pagerank"] = pagerank(M)
@@ -113,44 +131,48 @@ def flow_features(tx: pd.DataFrame, links: pd.DataFrame, transfers: pd.DataFrame
     return f
 
 
-def _batch_share(transfers: pd.DataFrame) -> pd.Series:
-    """Per source: share of its transfers sent within BATCH_SECONDS of one to a different account.
+def _positions(names: pd.Series, index: pd.Index) -> np.ndarray:
+    """Position of each account name in ``index`` (names as str); -1 for a name not in it. A
+    categorical column is looked up once per category, not once per row."""
+    if isinstance(names.dtype, pd.CategoricalDtype):
+        codes = names.cat.codes.to_numpy()
+        return np.where(codes >= 0, index.get_indexer(names.cat.categories.astype(str))[codes], -1)
+    return index.get_indexer(names.astype(str))
+
+
+def _batch_share(source: np.ndarray, target: np.ndarray, sent: np.ndarray, n: int) -> np.ndarray:
+    """Per account 0..n-1 (transfers' ``source``/``target`` positions, ``sent`` seconds): the share
+    of its transfers sent within BATCH_SECONDS of one to a different account; 0 if it sent none.
 
     Payroll and bill runs pay several accounts at once; a handler forwarding to its intermediary
     does not. Computed on neighbours in time order, so it is one sort, no loop.
     """
-    if transfers.empty:
-        return pd.Series(dtype=float)
-    t = pd.DataFrame({
-        "source": transfers["source"].astype(str).to_numpy(),
-        "target": transfers["target"].astype(str).to_numpy(),
-        "sent": transfers["first_time"].to_numpy("datetime64[s]").astype(np.int64),
-    }).sort_values(["source", "sent"], kind="stable")
-    src, dst, sent = t["source"].to_numpy(), t["target"].to_numpy(), t["sent"].to_numpy()
-    near_prev = np.zeros(len(t), dtype=bool)
+    order = np.lexsort((sent, source))
+    src, dst, sent = source[order], target[order], sent[order]
+    near_prev = np.zeros(len(src), dtype=bool)
     near_prev[1:] = (src[1:] == src[:-1]) & (dst[1:] != dst[:-1]) & (sent[1:] - sent[:-1] <= BATCH_SECONDS)
-    near_next = np.zeros(len(t), dtype=bool)
+    near_next = np.zeros(len(src), dtype=bool)
     near_next[:-1] = near_prev[1:]
-    return pd.Series(near_prev | near_next).groupby(src).mean()
+    sent_count = np.bincount(src, minlength=n)
+    return np.divide(np.bincount(src, weights=near_prev | near_next, minlength=n), sent_count, out=np.zeros(n), where=sent_count > 0)
 
 
-def _holding(tx: pd.DataFrame, transfers: pd.DataFrame) -> pd.DataFrame:
-    """For each outgoing confident transfer: hours since the latest deposit into its source."""
-    if transfers.empty:
-        return pd.DataFrame({"source": pd.Series(dtype=str), "amount_out": [], "holding_hours": []})
-    deposits = tx.loc[tx["amount_cents"] > 0, ["client_id", "timestamp"]]
-    deposits = pd.DataFrame({"source": deposits["client_id"].astype(str).to_numpy(), "arrived": deposits["timestamp"].to_numpy("datetime64[s]")})
-    outgoing = pd.DataFrame({
-        "source": transfers["source"].astype(str).to_numpy(),
-        "sent": transfers["first_time"].to_numpy("datetime64[s]"),
-        "amount_out": transfers["amount_out"].to_numpy(),
-    })
-    joined = pd.merge_asof(
-        outgoing.sort_values("sent"), deposits.sort_values("arrived"),
-        left_on="sent", right_on="arrived", by="source", direction="backward",
-    )
-    joined["holding_hours"] = (joined["sent"] - joined["arrived"]).dt.total_seconds() / 3600.0
-    return joined
+def _holding(tx: pd.DataFrame, index: pd.Index, source: np.ndarray, sent: np.ndarray) -> np.ndarray:
+    """Hours from the latest deposit into each transfer's source (``source``: positions in
+    ``index``) up to its sending time ``sent`` (seconds); NaN if none came before it. Deposits
+    and transfers are keyed (account, time) in one int64 and matched by binary search."""
+    deposit = (tx["amount_cents"] > 0).to_numpy()
+    account = _positions(tx["client_id"][deposit], index)
+    arrived = tx["timestamp"].to_numpy("datetime64[s]").astype(np.int64)[deposit]
+    if not len(sent) or not len(arrived):
+        return np.full(len(sent), np.nan)
+    base = min(int(arrived.min()), int(sent.min()))
+    arrived_key = np.sort((account.astype(np.int64) << 32) | (arrived - base))
+    sent_key = (source.astype(np.int64) << 32) | (sent - base)
+    latest = np.searchsorted(arrived_key, sent_key, side="right") - 1
+    found = (latest >= 0) & (source >= 0)
+    found[found] = (arrived_key[latest[found]] >> 32) == source[found]
+    return np.where(found, (sent_key - arrived_key[np.maximum(latest, 0)]) / 3600.0, np.nan)
 
 
 def account_features(tx: pd.DataFrame, links: pd.DataFrame, transfers: pd.DataFrame, holding_hours: float = 72.0) -> pd.DataFrame:
