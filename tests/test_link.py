@@ -174,6 +174,26 @@ def test_assign_in_chunks_is_the_full_sort_greedy(data):
     assert _assign(index, index, w_members, d_members, ev, first_chunk=chunk).tolist() == sorted(want)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_settling_only_contested_candidates_is_assign(data):
+    """Blocks' transfers are settled by assigning only those that share a row with another
+    (row ids sparse or dense): the same choice as assigning all of them."""
+    from tracer.link import _settle_contested
+
+    n = data.draw(st.integers(1, 40))
+    spread = data.draw(st.sampled_from([1, 10**7]))  # 10**7: ids too sparse for a flag per id
+    ids = st.integers(0, 30).map(lambda x: x * spread)
+    w = np.array(data.draw(st.lists(ids, min_size=n, max_size=n)), dtype=np.int64)
+    d1 = np.array(data.draw(st.lists(ids, min_size=n, max_size=n)), dtype=np.int64)
+    d2 = np.array(data.draw(st.lists(ids | st.just(-1), min_size=n, max_size=n)), dtype=np.int64)
+    d2 = np.where(d2 == d1, -1, d2)
+    ev = np.array(data.draw(st.lists(st.sampled_from([0.0, 1.0, 2.5]) | st.floats(0, 10), min_size=n, max_size=n)))
+    w_members = np.stack([w, np.full(n, -1), np.full(n, -1)], axis=1)
+    d_members = np.stack([d1, d2, np.full(n, -1)], axis=1)
+    assert _settle_contested(w_members, d_members, ev).tolist() == assign(w_members, d_members, ev).tolist()
+
+
 def test_q_values_are_monotone_and_count_decoys():
     target = np.array([10.0, 9.0, 8.0, 1.0, 0.5])
     decoy = np.array([8.5, 0.7])  # fewer than 3 decoys: plain counts, no tail fit

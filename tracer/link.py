@@ -377,7 +377,7 @@ class LinkEngine:
         pair sums of disjoint sets of withdrawals (:func:`block_pair_sums` of several blocks, in
         block order: a pair's sums are added in that order, so they do not depend on the engine)."""
         order = np.argsort(pair, kind="stable")
-        codes, start = np.unique(pair[order], return_index=True)
+        codes, start = _sorted_unique(pair[order])
         if not len(codes):
             return codes, np.empty(0)
         n_sum = np.add.reduceat(n[order].astype(np.int64), start)
@@ -427,7 +427,7 @@ class LinkEngine:
         # exact (and merges, searched from their last part): deposits by (key, time); the key is the
         # amount in cents, or its dense rank when cents would overflow the composite key ($85.9M+)
         w_key, d_key, m_key = W.amount, D.amount, merges.amount
-        if max(w_key.max(initial=0), d_key.max(initial=0), m_key.max(initial=0)) >= 2 ** (63 - _TIME_BITS):
+        if not _fits_key(w_key, d_key, m_key):
             uniq = np.unique(d_key)
             w_key, m_key = _rank_or_absent(uniq, w_key), _rank_or_absent(uniq, m_key)
             d_key = np.searchsorted(uniq, d_key)
@@ -440,10 +440,12 @@ class LinkEngine:
         first = position[merges.members[:, 0]]
         for col, side in ((_M_START, "left"), (_M_END, "right")):  # a withdrawal's merges, by its visit position
             per_row[:, col] = np.searchsorted(first, np.arange(n_w), side)[position]
-        # splits: sums of deposits by (amount rank, time)
-        uniq = np.unique(splits.amount)
-        s_order, per_row[:, _S_LO], per_row[:, _S_HI] = _ranges(_searchsorted(uniq, splits.amount), splits.t_first,
-                                                                _rank_or_absent(uniq, W.amount, by_amount), W.t_first, self.window, cap)
+        # splits: sums of deposits by (key, time), keyed as the exact search
+        s_key, w_key = splits.amount, W.amount
+        if not _fits_key(w_key, s_key):
+            uniq = np.unique(s_key)
+            s_key, w_key = _searchsorted(uniq, s_key), _rank_or_absent(uniq, w_key, by_amount)
+        s_order, per_row[:, _S_LO], per_row[:, _S_HI] = _ranges(s_key, splits.t_first, w_key, W.t_first, self.window, cap)
         rate[:, 2] = np.maximum(rates.split_sums.between(W.amount, W.amount, by_amount) * 1.0 / self.span, floor)
         # cut and fee bands: one sorted copy of the deposits per tolerance, concatenated
         cash = _cash_like(W.amount, o)
@@ -513,6 +515,18 @@ class LinkEngine:
 def _cash_like(amount: np.ndarray, opts: LinkOptions) -> np.ndarray:
     """Withdrawal amounts an ATM gives (multiples of ``cash_unit_cents``, at least ``min_cash_cents``)."""
     return (amount % opts.cash_unit_cents == 0) & (amount >= opts.min_cash_cents)
+
+
+def _sorted_unique(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(a, return_index=True)`` of a sorted ``a`` without sorting it again."""
+    start = np.flatnonzero(np.concatenate([[True], a[1:] != a[:-1]])) if len(a) else np.empty(0, dtype=np.int64)
+    return a[start], start
+
+
+def _fits_key(*amounts: np.ndarray) -> bool:
+    """Do the amounts (cents) fit the composite sort key amount << _TIME_BITS | seconds? (below
+    $85.9M; else the key is the amount's dense rank, which costs a sort of the distinct amounts)"""
+    return max(a.max(initial=0) for a in amounts) < 2 ** (63 - _TIME_BITS)
 
 
 def _rank_or_absent(uniq: np.ndarray, amount: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
@@ -877,7 +891,7 @@ class _BlockSource:
 
     def __init__(self, W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, grid: BlockGrid):
         self.W, self.D, self.w_id, self.d_id, self.grid = W, D, w_id, d_id, grid
-        self.keys = np.unique(grid.index(W.t_first))
+        self.keys = _sorted_unique(grid.index(W.t_first))[0]  # W is in time order
 
     def largest_rows(self) -> int:
         """Rows (withdrawals and deposits, halo included) of the largest block."""
@@ -1058,9 +1072,41 @@ def resolve(parts: list[tuple]) -> tuple[_Candidates, np.ndarray]:
     e, weight = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
     parts.clear()
     if n_parts > 1:
-        keep = assign(c.w_members, c.d_members, weight)
+        keep = _settle_contested(c.w_members, c.d_members, weight)
         c, e = _take(c, keep), e[keep]
     return c, e
+
+
+def _settle_contested(w_members: np.ndarray, d_members: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """:func:`assign` of the candidates, computed on the few that share a row with another: one
+    that shares none is kept by it whatever the rest, and the others' choices do not depend on it."""
+    contested = _shares_a_row(np.ascontiguousarray(w_members)) | _shares_a_row(np.ascontiguousarray(d_members))
+    among = np.flatnonzero(contested)
+    kept = among[assign(w_members[among], d_members[among], weight[among])]
+    return np.sort(np.concatenate([np.flatnonzero(~contested), kept]))
+
+
+def _shares_a_row(members: np.ndarray) -> np.ndarray:
+    """Per candidate (a row of ``members``: row ids, -1 padded): does another candidate use one of
+    its rows? A byte per row id (renumbered first if the ids are much sparser than the rows)."""
+    if members.max(initial=-1) >= 16 * members.size + (1 << 20):
+        members = _dense_members(members)
+    return _shares_a_row_kernel(members, int(members.max(initial=-1)) + 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _shares_a_row_kernel(members, n_rows):  # pragma: no cover - compiled
+    uses = np.zeros(n_rows, dtype=np.uint8)  # 0, 1 or 2+ candidates use the row
+    for i in range(members.shape[0]):
+        for m in members[i]:
+            if m >= 0 and uses[m] < 2:
+                uses[m] += 1
+    out = np.zeros(members.shape[0], dtype=np.bool_)
+    for i in range(members.shape[0]):
+        for m in members[i]:
+            if m >= 0 and uses[m] > 1:
+                out[i] = True
+    return out
 
 
 def _run_orientation(engine: LinkEngine, W: _Rows, D: _Rows, w_id: np.ndarray, d_id: np.ndarray, processes: int = 1,
@@ -1194,7 +1240,8 @@ def _transfer_sums(engine: LinkEngine, t: _Candidates, evidence: np.ndarray, kee
     if keep is not None:
         pair, first, cut, evidence = pair[keep], first[keep], cut[keep], evidence[keep]
     order = np.lexsort((first, pair))
-    codes, inverse = np.unique(pair[order], return_inverse=True)
+    codes, start = _sorted_unique(pair[order])
+    inverse = np.repeat(np.arange(len(codes)), np.diff(np.append(start, len(order))))
     e = evidence[order]
     return pd.DataFrame({"e": np.bincount(inverse, weights=e, minlength=len(codes)),
                          "e_cut": np.bincount(inverse, weights=np.where(cut[order], e, 0.0), minlength=len(codes)),
@@ -1367,14 +1414,21 @@ class LocalRuns:
         results), else one after the other with their blocks shared out to the processes."""
         processes = self._processes()
         if _can_fork(processes) and self._both_runs_fit():
-            forward, mirror = _fork_map(self, _run_forked, [False, True], 2)
+            forward, mirror = _fork_map((self, self.rates()), _run_forked, [False, True], 2)
             return forward, mirror
-        return self.run(mirror=False, processes=processes), self.run(mirror=True, processes=processes)
+        forward = self.run(mirror=False, processes=processes)
+        return forward, self.run(mirror=True, processes=processes, rates=forward.rates)
 
-    def run(self, mirror: bool, processes: int = 1) -> _Orientation:
-        """One orientation; ``processes`` share out its blocks."""
+    def run(self, mirror: bool, processes: int = 1, rates: Rates | None = None) -> _Orientation:
+        """One orientation; ``processes`` share out its blocks. ``rates``: the population rates
+        (default: computed from this orientation's rows; both orientations' are the same but for
+        the order of rows at the same second, and a pair of runs shares the forward one's)."""
         (W, w_id), (D, d_id) = self._side(self.w_rows, mirror, -1), self._side(self.d_rows, mirror, 1)
-        return _run_orientation(self.engine, W, D, w_id, d_id, processes, "mirrored" if mirror else "forward")
+        return _run_orientation(self.engine, W, D, w_id, d_id, processes, "mirrored" if mirror else "forward", rates)
+
+    def rates(self) -> Rates:
+        """The forward orientation's population rates (:meth:`LinkEngine.rates`)."""
+        return self.engine.rates(self._side(self.w_rows, False, -1)[0], self._side(self.d_rows, False, 1)[0])
 
     def _side(self, rows: np.ndarray, mirror: bool, sign: int) -> tuple[_Rows, np.ndarray]:
         """Rows ``rows`` (positions) as base rows in time order (ties in input order) and their row ids."""
@@ -1424,7 +1478,8 @@ def _available_memory() -> float:
 
 
 def _run_forked(mirror: bool) -> _Orientation:
-    return _FORKED.run(mirror=mirror, processes=1)
+    runs, rates = _FORKED
+    return runs.run(mirror=mirror, processes=1, rates=rates)
 
 
 def infer_from_runs(runs, opts: LinkOptions) -> LinkResult:

@@ -87,8 +87,10 @@ class SparkRuns:
         return rows.sort_values("row_id").reset_index(drop=True)
 
     def run_pair(self) -> tuple[_Orientation, _Orientation]:
-        """The forward and the mirrored run (one after the other: Spark runs each in parallel)."""
-        return self.run(mirror=False), self.run(mirror=True)
+        """The forward and the mirrored run (one after the other: Spark runs each in parallel),
+        both with the forward run's population rates (as :meth:`tracer.link.LocalRuns.run_pair`)."""
+        forward = self.run(mirror=False)
+        return forward, self.run(mirror=True, rates=forward.rates)
 
     def account_rows(self, codes: np.ndarray) -> pd.DataFrame:
         """As :meth:`tracer.link.LocalRuns.account_rows`: a few accounts' rows, collected."""
@@ -97,21 +99,22 @@ class SparkRuns:
         got = self.rows.filter(F.col("code").isin([int(c) for c in codes])).toPandas()
         return got.sort_values("row_id", kind="stable").reset_index(drop=True)
 
-    def run(self, mirror: bool) -> _Orientation:
+    def run(self, mirror: bool, rates: Rates | None = None) -> _Orientation:
+        """One orientation, with ``rates`` (default: computed from its rows)."""
         from pyspark.sql import functions as F
 
         t = (F.lit(self.t1) - F.col("s")) if mirror else (F.col("s") - F.lit(self.t0))
         rows = self.rows.select("row_id", "code", "amount", t.alias("t"), "deposit").cache()
         try:
-            return self._run(rows)
+            return self._run(rows, rates)
         finally:
             rows.unpersist()
 
-    def _run(self, rows: "DataFrame") -> _Orientation:
+    def _run(self, rows: "DataFrame", rates: Rates | None) -> _Orientation:
         from pyspark.sql import functions as F
 
         engine, sc = self.engine, self.spark.sparkContext
-        rates = self._rates(rows)
+        rates = self._rates(rows) if rates is None else rates
         w_stats = rows.filter(~F.col("deposit")).agg(F.count("*"), F.min("t"), F.max("t")).first()
         n_w, t_min, t_max = int(w_stats[0]), int(w_stats[1] or 0), int(w_stats[2] or 0)
 
