@@ -643,9 +643,10 @@ def _order_ties(order, sorted_weight):  # pragma: no cover - compiled
 
 
 def _dense_members(members: np.ndarray) -> np.ndarray:
-    """Row ids renumbered 0..k-1 (-1 pads kept) when they are sparse, so used-flags stay small."""
+    """Row ids renumbered 0..k-1 (-1 pads kept) when they are much sparser than the entries, so
+    flags per row id (a byte each) stay in proportion to the members; renumbering costs a sort."""
     members = np.ascontiguousarray(members)
-    if members.max(initial=-1) < 4 * len(members) + 1024:
+    if members.max(initial=-1) < 16 * members.size + (1 << 20):
         return members
     valid = members >= 0
     uniq, inverse = np.unique(members[valid], return_inverse=True)
@@ -1080,7 +1081,7 @@ def resolve(parts: list[tuple]) -> tuple[_Candidates, np.ndarray]:
 def _settle_contested(w_members: np.ndarray, d_members: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """:func:`assign` of the candidates, computed on the few that share a row with another: one
     that shares none is kept by it whatever the rest, and the others' choices do not depend on it."""
-    contested = _shares_a_row(np.ascontiguousarray(w_members)) | _shares_a_row(np.ascontiguousarray(d_members))
+    contested = _shares_a_row(w_members) | _shares_a_row(d_members)
     among = np.flatnonzero(contested)
     kept = among[assign(w_members[among], d_members[among], weight[among])]
     return np.sort(np.concatenate([np.flatnonzero(~contested), kept]))
@@ -1088,9 +1089,8 @@ def _settle_contested(w_members: np.ndarray, d_members: np.ndarray, weight: np.n
 
 def _shares_a_row(members: np.ndarray) -> np.ndarray:
     """Per candidate (a row of ``members``: row ids, -1 padded): does another candidate use one of
-    its rows? A byte per row id (renumbered first if the ids are much sparser than the rows)."""
-    if members.max(initial=-1) >= 16 * members.size + (1 << 20):
-        members = _dense_members(members)
+    its rows? A byte per row id (:func:`_dense_members`)."""
+    members = _dense_members(members)
     return _shares_a_row_kernel(members, int(members.max(initial=-1)) + 1)
 
 
